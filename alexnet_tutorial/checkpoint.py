@@ -1,0 +1,177 @@
+"""Checkpoints: one self-describing file, written atomically, loaded safely (chapter
+"Saving and loading").
+
+A checkpoint is a plain dict of tensors, numbers and strings: model and optimizer state,
+scheduler, gradient scaler, random-number state, settings, position in the run and the
+history so far. It is always read with ``torch.load(weights_only=True)``, which refuses
+pickled Python objects (the original pickled a whole object, which can run code on load).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+FORMAT = "alexnet-tutorial-checkpoint"
+VERSION = 1
+
+
+class CheckpointError(RuntimeError):
+    """A file that cannot be used as a checkpoint; the message names it and says why."""
+
+
+def best_path(path) -> Path:
+    """Where the best epoch's checkpoint lives beside ``path``: ``run.pt`` -> ``run.best.pt``."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.best{path.suffix or '.pt'}")
+
+
+def check_writable(path) -> None:
+    """Fail early, before any training, when ``path``'s folder cannot take a file."""
+    folder = Path(path).resolve().parent
+    if not folder.is_dir():
+        raise CheckpointError(f"cannot write {path}: folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise CheckpointError(f"cannot write {path}: folder {folder} is not writable")
+
+
+def save_checkpoint(state: dict, path) -> Path:
+    """Write ``state`` to ``path`` atomically: a temporary file in the same folder, flushed
+    to disk, then renamed over ``path``. A crash leaves the old file or the new, never half."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.resolve().parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path, map_location="cpu") -> dict:
+    """Read a checkpoint with ``weights_only=True``. Anything else (a pickled object, a
+    truncated or foreign file) raises :class:`CheckpointError` naming the file."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such file")
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a folder, not a checkpoint file")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises many types for bad bytes; all mean the same here
+        text = str(exc)
+        if "weights_only" in text or "Unsupported global" in text or "Weights only load failed" in text:
+            raise CheckpointError(f"{path}: holds pickled Python objects, which are not loaded because "
+                                  "loading them could run arbitrary code") from None
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (truncated or another kind "
+                              "of file)") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: a PyTorch file, but not an alexnet-tutorial checkpoint")
+    missing = [k for k in ("version", "arch", "width_mult", "model", "config", "epoch", "history") if k not in state]
+    if missing:
+        raise CheckpointError(f"{path}: checkpoint is incomplete (no {', '.join(missing)})")
+    if state["version"] > VERSION:
+        raise CheckpointError(f"{path}: checkpoint format {state['version']} is newer than this "
+                              f"package reads ({VERSION}); upgrade alexnet-tutorial")
+    return state
+
+
+def check_architecture(state: dict, model: nn.Module, path="checkpoint") -> None:
+    """Refuse a checkpoint made for another architecture or width than ``model``."""
+    arch = type(model).__name__
+    width = getattr(model, "width_mult", None)
+    if state["arch"] != arch:
+        raise CheckpointError(f"{path}: checkpoint is for {state['arch']}, not {arch}")
+    if width is not None and float(state["width_mult"]) != float(width):
+        raise CheckpointError(f"{path}: checkpoint is for width_mult={state['width_mult']:g}, "
+                              f"but the model has width_mult={width:g}")
+
+
+def load_weights(model: nn.Module, path_or_state, path=None) -> nn.Module:
+    """Load a checkpoint's weights into ``model`` after checking they were made for it."""
+    state = path_or_state if isinstance(path_or_state, dict) else load_checkpoint(path_or_state)
+    name = path or (path_or_state if not isinstance(path_or_state, dict) else "checkpoint")
+    check_architecture(state, model, name)
+    try:
+        model.load_state_dict(state["model"])
+    except (RuntimeError, KeyError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{name}: weights do not fit the model ({first})") from None
+    return model
+
+
+def load_model(path, map_location="cpu") -> nn.Module:
+    """The network stored in a checkpoint, rebuilt from its own settings, in eval mode."""
+    from .model import AlexNet
+
+    state = load_checkpoint(path, map_location)
+    config = state.get("config", {})
+    model = AlexNet(width_mult=float(state["width_mult"]), dropout=float(config.get("dropout", 0.5)))
+    load_weights(model, state, path)
+    return model.eval()
+
+
+def _rng_state() -> dict:
+    rng = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    return rng
+
+
+def training_state(model, optimizer, scheduler, scaler, cfg, *, epoch: int, step: int,
+                   history: list, running: dict, best: dict) -> dict:
+    """The dict a checkpoint holds: enough to rebuild the model and to resume exactly.
+
+    ``epoch`` counts finished epochs and ``step`` the steps done in the next one."""
+    return {
+        "format": FORMAT, "version": VERSION,
+        "arch": type(model).__name__, "width_mult": float(getattr(model, "width_mult", 1.0)),
+        "model": {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()},
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else None,
+        "config": cfg.to_dict(),
+        "epoch": epoch, "step": step,
+        "history": [dict(h) for h in history],
+        "running": dict(running),
+        "best": dict(best),
+        "rng": _rng_state(),
+        "torch_version": str(torch.__version__),
+    }
+
+
+def restore_training(state: dict, model, optimizer, scheduler, scaler) -> None:
+    """Put model, optimizer, scheduler, scaler and random-number state back as saved."""
+    load_weights(model, state)
+    try:
+        optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None and state.get("scheduler") is not None:
+            scheduler.load_state_dict(state["scheduler"])
+        if scaler is not None and state.get("scaler") is not None:
+            scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if "cuda" in state["rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+    except (KeyError, ValueError, RuntimeError, TypeError) as exc:
+        raise CheckpointError(f"checkpoint cannot be resumed: {exc}") from None
+
+
+def restore_best(state: dict, path=None) -> dict:
+    """The best epoch so far of a resumed run, with its weights from the ``.best`` file."""
+    best = dict(state.get("best") or {"epoch": 0, "accuracy": -1.0})
+    best["state"] = None
+    if best.get("epoch", 0) > 0 and path is not None and best_path(path).exists():
+        saved = load_checkpoint(best_path(path))
+        if saved["epoch"] == best["epoch"]:
+            best["state"] = saved["model"]
+    if best["state"] is None:
+        best = {"epoch": 0, "accuracy": -1.0, "state": None}
+    return best

@@ -1,0 +1,231 @@
+"""MNIST: where it lives, how it is checked, and two ways to batch it (chapter "The data").
+
+The data root is resolved one way everywhere: an explicit argument, else the environment
+variable ``ALEXNET_TUTORIAL_DATA``, else ``~/.cache/alexnet-tutorial``. torchvision reads
+``<root>/MNIST/raw/*`` and downloads the files there when they are missing.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Subset
+
+ENV_VAR = "ALEXNET_TUTORIAL_DATA"
+DEFAULT_DATA_DIR = Path("~/.cache/alexnet-tutorial").expanduser()
+
+# Mean and standard deviation of all 60,000 training pixels, scaled to [0, 1]
+# (chapter "The data" computes them).
+MNIST_MEAN = 0.1307
+MNIST_STD = 0.3081
+
+# name: (magic number, item count, bytes) of the four uncompressed MNIST files.
+MNIST_FILES = {
+    "train-images-idx3-ubyte": (2051, 60_000, 16 + 60_000 * 28 * 28),
+    "train-labels-idx1-ubyte": (2049, 60_000, 8 + 60_000),
+    "t10k-images-idx3-ubyte": (2051, 10_000, 16 + 10_000 * 28 * 28),
+    "t10k-labels-idx1-ubyte": (2049, 10_000, 8 + 10_000),
+}
+
+
+class DataError(RuntimeError):
+    """MNIST is missing or damaged; the message says which file and what to do."""
+
+
+def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
+    """The data root: ``data_dir`` if given, else ``$ALEXNET_TUTORIAL_DATA``, else the default."""
+    if data_dir is not None and str(data_dir) != "":
+        return Path(data_dir).expanduser()
+    env = os.environ.get(ENV_VAR)
+    if env:
+        return Path(env).expanduser()
+    return DEFAULT_DATA_DIR
+
+
+def _split_files(train: bool) -> list[str]:
+    prefix = "train" if train else "t10k"
+    return [f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte"]
+
+
+def check_files(root: Path, train: bool) -> bool:
+    """True when the split's raw files are all present and intact, False when none is there.
+
+    Raises :class:`DataError` for a file that is there but truncated, padded or not MNIST,
+    naming the file and what to do.
+    """
+    raw = root / "MNIST" / "raw"
+    present = 0
+    for name in _split_files(train):
+        path = raw / name
+        if not path.exists():
+            continue
+        present += 1
+        magic, count, size = MNIST_FILES[name]
+        try:
+            with open(path, "rb") as f:
+                header = f.read(8)
+            actual = path.stat().st_size
+        except OSError as exc:
+            raise DataError(f"cannot read MNIST file {path}: {exc.strerror}") from None
+        ok = (
+            actual == size
+            and int.from_bytes(header[:4], "big") == magic
+            and int.from_bytes(header[4:8], "big") == count
+        )
+        if not ok:
+            raise DataError(
+                f"MNIST file {path} is corrupt or truncated ({actual:,} bytes, expected {size:,}); "
+                "delete it so that it is downloaded again, or copy an intact one there"
+            )
+    if 0 < present < len(_split_files(train)):
+        missing = [n for n in _split_files(train) if not (raw / n).exists()]
+        raise DataError(
+            f"MNIST in {raw} is incomplete: {', '.join(missing)} is missing; "
+            "copy it there or delete the folder so that it is downloaded again"
+        )
+    return present > 0
+
+
+def mnist_dataset(train: bool, data_dir=None, transform=None, download: bool = True):
+    """``torchvision.datasets.MNIST`` for one split, with clear errors instead of tracebacks.
+
+    ``train=False`` is the real held-out test split: 10,000 images that share nothing with
+    the 60,000 training images (the original built its "test" set with ``train=True``).
+    """
+    from torchvision import datasets
+
+    root = resolve_data_dir(data_dir)
+    there = check_files(root, train)
+    if not there and not download:
+        raise DataError(_missing_message(root, "and downloading is off"))
+    try:
+        dataset = datasets.MNIST(root=str(root), train=train, transform=transform, download=not there)
+    except Exception as exc:  # network errors, permissions, half-downloaded archives
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(_missing_message(root, f"and the download failed ({reason})")) from None
+    check_files(root, train)  # a fresh download is checked too
+    return dataset
+
+
+def _missing_message(root: Path, why: str) -> str:
+    return (
+        f"MNIST is not in {root / 'MNIST' / 'raw'} {why}. Connect to the internet, or point "
+        f"--data-dir or ${ENV_VAR} at a folder that holds MNIST/raw/train-images-idx3-ubyte "
+        "and the other three MNIST files"
+    )
+
+
+def default_transform():
+    """ToTensor then normalisation with MNIST's mean and standard deviation."""
+    from torchvision import transforms
+
+    return transforms.Compose([transforms.ToTensor(), transforms.Normalize((MNIST_MEAN,), (MNIST_STD,))])
+
+
+def subset_indices(targets: torch.Tensor, n: int, stratified: bool = False) -> torch.Tensor:
+    """Indices of ``n`` training images: the first ``n``, or with ``stratified=True`` the first
+    images of each class in turn, so that every digit gets ``n // 10`` images (the lowest
+    digits one more each until ``n`` is reached)."""
+    total = len(targets)
+    if not 1 <= n <= total:
+        raise ValueError(f"subset must be between 1 and {total}, got {n}")
+    if not stratified:
+        return torch.arange(n)
+    classes = torch.unique(targets)
+    per_class = [n // len(classes) + (1 if i < n % len(classes) else 0) for i in range(len(classes))]
+    picked = []
+    for c, k in zip(classes.tolist(), per_class):
+        idx = torch.nonzero(targets == c).flatten()[:k]
+        picked.append(idx)
+    return torch.sort(torch.cat(picked)).values
+
+
+def make_loaders(batch_size: int = 128, data_dir=None, subset: int | None = None,
+                 stratified: bool = False, seed: int = 0, eval_batch_size: int = 1000,
+                 transform=None):
+    """The torchvision way: per-item datasets and ``DataLoader`` s (shuffled, seeded) for
+    training and evaluation. Returns ``(train_loader, test_loader)``."""
+    transform = transform or default_transform()
+    train_set = mnist_dataset(True, data_dir, transform)
+    test_set = mnist_dataset(False, data_dir, transform)
+    if subset is not None:
+        train_set = Subset(train_set, subset_indices(train_set.targets, subset, stratified).tolist())
+    generator = torch.Generator().manual_seed(seed)
+    train_loader = DataLoader(train_set, batch_size=batch_size, shuffle=True, generator=generator)
+    test_loader = DataLoader(test_set, batch_size=eval_batch_size, shuffle=False)
+    return train_loader, test_loader
+
+
+def mnist_tensors(train: bool, data_dir=None, device="cpu", subset: int | None = None,
+                  stratified: bool = False):
+    """A whole split as two tensors on ``device``: normalised images N x 1 x 28 x 28 (float32)
+    and labels N (int64). No per-item PIL conversion (chapter "Speed")."""
+    dataset = mnist_dataset(train, data_dir)
+    images, labels = dataset.data, dataset.targets
+    if subset is not None:
+        idx = subset_indices(labels, subset, stratified)
+        images, labels = images[idx], labels[idx]
+    images = images.to(device=device, dtype=torch.float32).unsqueeze(1).div_(255)
+    images = images.sub_(MNIST_MEAN).div_(MNIST_STD)
+    return images, labels.to(device)
+
+
+class TensorLoader:
+    """Batches as index slices of tensors that already live on the training device.
+
+    The order of epoch ``e`` is a permutation drawn from a generator seeded with
+    ``(seed, e)``, and so are the random shifts, so any epoch (and any step within it)
+    can be replayed exactly: that is what makes resuming a killed run bit-identical.
+    ``shift`` moves each training image by up to that many pixels in x and y.
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int,
+                 shuffle: bool = False, seed: int = 0, shift: int = 0):
+        if len(images) != len(labels):
+            raise ValueError("images and labels differ in length")
+        self.images, self.labels = images, labels
+        self.batch_size, self.shuffle, self.seed, self.shift = batch_size, shuffle, seed, shift
+        self.epoch, self.start_step = 0, 0
+        self.background = float(images.min()) if len(images) else 0.0
+
+    def __len__(self) -> int:
+        return (len(self.labels) + self.batch_size - 1) // self.batch_size
+
+    @property
+    def dataset(self):  # len(loader.dataset) works as for a DataLoader
+        return self.labels
+
+    def set_epoch(self, epoch: int, start_step: int = 0) -> None:
+        """Choose the epoch whose order the next iteration replays, from ``start_step`` on."""
+        self.epoch, self.start_step = epoch, start_step
+
+    def __iter__(self):
+        n, device = len(self.labels), self.labels.device
+        order = shifts = None
+        if self.shuffle or self.shift:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            if self.shuffle:
+                order = torch.randperm(n, generator=g).to(device)
+            if self.shift:
+                shifts = torch.randint(-self.shift, self.shift + 1, (n, 2), generator=g).to(device)
+        for step in range(self.start_step, len(self)):
+            idx = slice(step * self.batch_size, (step + 1) * self.batch_size)
+            batch = order[idx] if order is not None else torch.arange(n, device=device)[idx]
+            x, y = self.images[batch], self.labels[batch]
+            if shifts is not None:
+                x = shift_images(x, shifts[batch], self.shift, self.background)
+            yield x, y
+        self.start_step = 0
+
+
+def shift_images(x: torch.Tensor, shifts: torch.Tensor, pad: int, fill: float) -> torch.Tensor:
+    """Translate each image of ``x`` (N x 1 x H x W) by its own ``(dy, dx)`` in ``shifts``,
+    filling the uncovered border with ``fill`` (the background value)."""
+    n, _, h, w = x.shape
+    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad), value=fill)
+    rows = torch.arange(h, device=x.device) + pad - shifts[:, 0:1]  # n x h
+    cols = torch.arange(w, device=x.device) + pad - shifts[:, 1:2]  # n x w
+    batch = torch.arange(n, device=x.device)[:, None, None]
+    return padded[batch, 0, rows[:, :, None], cols[:, None, :]].unsqueeze(1)

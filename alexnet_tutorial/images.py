@@ -1,0 +1,142 @@
+"""Reading a person's digit the way MNIST digits were made (chapter "Predictions").
+
+MNIST digits are white ink on black, the digit scaled to fit a 20x20 box and placed in a
+28x28 image so that its centre of mass is at the centre. A photo or drawing is brought to
+the same form: grayscale, inverted when the paper is light, cropped to the ink, scaled
+into 20x20, centred by centre of mass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .data import MNIST_MEAN, MNIST_STD
+
+MAX_PIXELS = 40_000_000  # refuse images larger than this (decompression bombs)
+
+
+class ImageError(ValueError):
+    """An image file that cannot be read as a digit; the message names the file and why."""
+
+
+@dataclass
+class Prepared:
+    """Every step of :func:`prepare`, for showing them side by side."""
+
+    gray: np.ndarray       # H x W, 0..1, as read (after flattening alpha onto white)
+    ink: np.ndarray        # H x W, 0..1, ink bright on a dark background
+    inverted: bool         # whether the background was light and so was inverted
+    cropped: np.ndarray    # the ink's bounding box
+    digit: np.ndarray      # 28 x 28, 0..1, MNIST-style
+
+    def tensor(self) -> torch.Tensor:
+        """1 x 1 x 28 x 28, normalised like the training data."""
+        x = torch.from_numpy(self.digit).float()[None, None]
+        return (x - MNIST_MEAN) / MNIST_STD
+
+
+def load_image(path) -> np.ndarray:
+    """Read any image PIL can open as grayscale 0..1; transparency is laid on white."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.exists():
+        raise ImageError(f"{path}: no such file")
+    if path.is_dir():
+        raise ImageError(f"{path}: is a folder, not an image")
+    try:
+        with Image.open(path) as img:
+            if img.width * img.height > MAX_PIXELS:
+                raise ImageError(f"{path}: image is too large ({img.width}x{img.height} pixels)")
+            img.load()
+            if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+                rgba = img.convert("RGBA")
+                white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+                img = Image.alpha_composite(white, rgba)
+            gray = np.asarray(img.convert("L"), dtype=np.float32) / 255.0
+    except ImageError:
+        raise
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        why = "not an image PIL can read" if isinstance(exc, UnidentifiedImageError) else "damaged or unreadable image"
+        raise ImageError(f"{path}: {why}") from None
+    except Exception:  # PIL's decoders raise a zoo of errors on damaged files
+        raise ImageError(f"{path}: damaged or unreadable image") from None
+    if gray.ndim != 2 or gray.size == 0:
+        raise ImageError(f"{path}: empty image")
+    return gray
+
+
+def prepare(gray: np.ndarray, name: str = "image") -> Prepared:
+    """Bring a grayscale image (0..1) to MNIST's form; see the module docstring."""
+    from PIL import Image
+
+    gray = np.asarray(gray, dtype=np.float32)
+    if gray.ndim != 2 or min(gray.shape) < 1:
+        raise ImageError(f"{name}: expected a 2-D grayscale image, got shape {gray.shape}")
+    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+    inverted = bool(np.median(border) > 0.5)
+    ink = 1.0 - gray if inverted else gray.copy()
+    # Stretch so that the background is 0 and the strongest ink 1; faint noise is cut.
+    low, high = float(np.median(np.concatenate([ink[0], ink[-1], ink[:, 0], ink[:, -1]]))), float(ink.max())
+    if high - low < 0.1:
+        raise ImageError(f"{name}: no digit found (the image is almost uniform)")
+    ink = np.clip((ink - low) / (high - low), 0.0, 1.0)
+    ink[ink < 0.2] = 0.0
+    rows, cols = np.nonzero(ink)
+    cropped = ink[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+    h, w = cropped.shape
+    scale = 20.0 / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    small = np.asarray(Image.fromarray((cropped * 255).astype(np.uint8)).resize(size, Image.LANCZOS),
+                       dtype=np.float32) / 255.0
+    digit = np.zeros((28, 28), dtype=np.float32)
+    top, left = (28 - small.shape[0]) // 2, (28 - small.shape[1]) // 2
+    digit[top:top + small.shape[0], left:left + small.shape[1]] = small
+    digit = _centre_of_mass(digit)
+    return Prepared(gray=gray, ink=ink, inverted=inverted, cropped=cropped, digit=np.clip(digit, 0, 1))
+
+
+def _centre_of_mass(digit: np.ndarray) -> np.ndarray:
+    """Shift ``digit`` by whole pixels so its centre of mass sits at the centre (13.5, 13.5)."""
+    total = digit.sum()
+    if total <= 0:
+        return digit
+    ys, xs = np.indices(digit.shape)
+    dy = int(round(13.5 - (ys * digit).sum() / total))
+    dx = int(round(13.5 - (xs * digit).sum() / total))
+    out = np.zeros_like(digit)
+    src = digit[max(0, -dy):28 - max(0, dy), max(0, -dx):28 - max(0, dx)]
+    out[max(0, dy):max(0, dy) + src.shape[0], max(0, dx):max(0, dx) + src.shape[1]] = src
+    return out
+
+
+@torch.no_grad()
+def predict_probabilities(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """Softmax probabilities (N x 10) for normalised N x 1 x 28 x 28 images, in eval mode."""
+    was_training = model.training
+    model.eval()
+    try:
+        param = next(model.parameters())
+        logits = model(images.to(param.device, param.dtype))
+    finally:
+        model.train(was_training)
+    return torch.softmax(logits.float(), dim=1).cpu()
+
+
+def predict_files(model: torch.nn.Module, paths) -> list[dict]:
+    """For each image file: the digit and the top-3 ``(digit, probability)`` pairs."""
+    prepared = [prepare(load_image(p), str(p)) for p in paths]
+    probs = predict_probabilities(model, torch.cat([p.tensor() for p in prepared]))
+    results = []
+    for path, row in zip(paths, probs):
+        top = torch.topk(row, 3)
+        results.append({
+            "image": str(path),
+            "digit": int(top.indices[0]),
+            "top3": [{"digit": int(d), "probability": float(p)} for p, d in zip(top.values, top.indices)],
+        })
+    return results
