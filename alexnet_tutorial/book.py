@@ -1,0 +1,66 @@
+"""What the book's notebooks share beyond plots: the quick (CI) switch and a trained model.
+
+Each notebook runs on its own (Colab opens one at a time), so the chapters that use a trained
+network need one even when chapter 4 has not been run: :func:`trained_model` loads the
+checkpoint chapter 4 writes, or trains a short run when there is none.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from torch import nn
+
+from .checkpoint import load_model
+from .train import TrainConfig, train
+
+QUICK_ENV = "ALEXNET_TUTORIAL_QUICK"
+CHECKPOINT = Path("checkpoints/alexnet.pt")  # relative to book/, where the notebooks run
+
+
+def quick_mode() -> bool:
+    """True when ``$ALEXNET_TUTORIAL_QUICK`` is set to anything but ``0``: the test suite (CI)
+    sets it so that every training cell runs on a small subset and the whole book runs in minutes."""
+    return os.environ.get(QUICK_ENV, "0") not in ("", "0")
+
+
+def quick_config(**overrides) -> TrainConfig:
+    """The short run that quick mode trains instead of the full one: 2 epochs on 5,000
+    training images (500 of each digit). So short a run learns best with a lower peak
+    learning rate and without the recipe's regularisation (dropout, label smoothing, random
+    shifts), which pays off only over longer runs. Other settings keep the defaults."""
+    settings = dict(subset=5000, stratified=True, epochs=2, lr=0.01, dropout=0.0, label_smoothing=0.0, shift=0)
+    return TrainConfig(**{**settings, **overrides})
+
+
+def fallback_config(quick: bool | None = None) -> TrainConfig:
+    """What :func:`trained_checkpoint` trains when there is no checkpoint: one epoch on the
+    full training set, or in quick mode (``quick``, default :func:`quick_mode`) the quick run."""
+    quick = quick_mode() if quick is None else quick
+    return quick_config() if quick else TrainConfig(epochs=1)
+
+
+def trained_checkpoint(path=CHECKPOINT, quick: bool | None = None, log=print) -> Path:
+    """The checkpoint of a trained network (chapters 3, 5, 6 and 7).
+
+    ``path`` (the checkpoint chapter 4 writes) when it exists; otherwise trains
+    :func:`fallback_config` (``quick`` chooses which) into a new temporary folder and returns
+    that checkpoint.
+    """
+    path = Path(path)
+    if path.exists():
+        log(f"using the trained network in {path}")
+        return path
+    cfg = fallback_config(quick)
+    log(f"{path} not found (chapter 4 writes it); training a short run instead: "
+        f"{cfg.epochs} epoch(s) on {cfg.subset or 60_000:,} training images")
+    out = Path(tempfile.mkdtemp(prefix="alexnet-tutorial-")) / "alexnet.pt"
+    train(cfg, out=out, progress=False, log=log)
+    return out
+
+
+def trained_model(path=CHECKPOINT, quick: bool | None = None, log=print) -> nn.Module:
+    """The network in :func:`trained_checkpoint`, on the CPU, in eval mode."""
+    return load_model(trained_checkpoint(path, quick, log))

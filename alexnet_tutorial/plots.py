@@ -1,0 +1,194 @@
+"""The figures the book draws, one function each, naming the chapter that shows it.
+
+Every function returns a :class:`BookFigure`, which a notebook shows once when it is the
+cell's last expression (or passed to ``display``), on a white background that stays readable
+on a dark page. Figures are made without pyplot, so nothing else shows them a second time.
+Images are taken as :func:`alexnet_tutorial.mnist_tensors` gives them: normalised
+N x 1 x 28 x 28 tensors, drawn in the data's own gray scale.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+
+from .data import MNIST_MEAN, MNIST_STD
+
+
+class BookFigure(Figure):
+    """A matplotlib figure that shows itself in a notebook as a PNG on white."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("facecolor", "white")
+        super().__init__(*args, **kwargs)
+
+    def _repr_png_(self) -> bytes:
+        buffer = io.BytesIO()
+        self.savefig(buffer, format="png", dpi=100, facecolor="white", bbox_inches="tight")
+        return buffer.getvalue()
+
+
+def _figure(rows: int = 1, cols: int = 1, figsize=(6, 4), **kwargs):
+    fig = BookFigure(figsize=figsize)
+    return fig, fig.subplots(rows, cols, **kwargs)
+
+
+def _pixels(image: torch.Tensor) -> np.ndarray:
+    """A 28 x 28 array in [0, 1] from one normalised 1 x 28 x 28 (or 28 x 28) image."""
+    x = image.detach().float().cpu().reshape(28, 28) * MNIST_STD + MNIST_MEAN
+    return x.clamp(0, 1).numpy()
+
+
+def _grid(n: int, cols: int, size: float = 1.1):
+    rows = math.ceil(n / cols)
+    fig, axes = _figure(rows, cols, figsize=(cols * size, rows * size * 1.15), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    return fig, axes.flat
+
+
+def sample_grid(images: torch.Tensor, labels: torch.Tensor, n: int = 32, cols: int = 8):
+    """The first ``n`` images, each titled with its label (chapter "The data")."""
+    n = min(n, len(images))
+    fig, axes = _grid(n, cols)
+    for ax, image, label in zip(axes, images[:n], labels[:n]):
+        ax.imshow(_pixels(image), cmap="gray", vmin=0, vmax=1)
+        ax.set_title(str(int(label)), fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def learning_curves(history: list[dict]):
+    """Train and test loss, and test accuracy, per epoch (chapter "Training")."""
+    epochs = [h["epoch"] for h in history]
+    fig, (loss_ax, acc_ax) = _figure(1, 2, figsize=(10, 3.6))
+    loss_ax.plot(epochs, [h["train_loss"] for h in history], "o-", label="train loss (epoch mean)")
+    loss_ax.plot(epochs, [h["test_loss"] for h in history], "s-", label="test loss")
+    loss_ax.set_xlabel("epoch")
+    loss_ax.set_ylabel("cross-entropy")
+    loss_ax.legend()
+    acc_ax.plot(epochs, [100 * h["test_accuracy"] for h in history], "o-", color="C2")
+    acc_ax.set_xlabel("epoch")
+    acc_ax.set_ylabel("test accuracy (%)")
+    for ax in (loss_ax, acc_ax):
+        ax.set_xticks(epochs)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def learning_rate_schedule(rates: list[float], steps_per_epoch: int):
+    """The learning rate at every optimizer step, against epochs (chapter "Training")."""
+    fig, ax = _figure(figsize=(7, 2.8))
+    ax.plot([step / steps_per_epoch for step in range(len(rates))], rates)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("learning rate")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def prediction_grid(images: torch.Tensor, labels: torch.Tensor, predictions: torch.Tensor,
+                    cols: int = 8):
+    """Each image titled with the predicted digit; a wrong prediction is titled in red with
+    the true label beside it (chapter "Predictions")."""
+    fig, axes = _grid(len(images), cols)
+    for ax, image, label, pred in zip(axes, images, labels, predictions):
+        ax.imshow(_pixels(image), cmap="gray", vmin=0, vmax=1)
+        wrong = int(pred) != int(label)
+        title = f"{int(pred)} (true {int(label)})" if wrong else str(int(pred))
+        ax.set_title(title, fontsize=9, color="red" if wrong else "black",
+                     fontweight="bold" if wrong else "normal")
+        if wrong:
+            ax.axis("on")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_color("red")
+                spine.set_linewidth(2)
+    fig.tight_layout()
+    return fig
+
+
+def confusion_matrix(labels: torch.Tensor, predictions: torch.Tensor, num_classes: int = 10) -> torch.Tensor:
+    """Counts: row = true digit, column = predicted digit (chapter "Predictions")."""
+    index = labels.long() * num_classes + predictions.long()
+    return torch.bincount(index, minlength=num_classes ** 2).reshape(num_classes, num_classes)
+
+
+def confusion_figure(matrix: torch.Tensor):
+    """The confusion matrix as a heat map on a log scale, each count written in its cell
+    (chapter "Predictions")."""
+    from matplotlib.colors import LogNorm
+
+    counts = matrix.cpu().numpy()
+    fig, ax = _figure(figsize=(6.2, 5.4))
+    shown = ax.imshow(np.maximum(counts, 0.5), cmap="Blues", norm=LogNorm(vmin=0.5, vmax=max(counts.max(), 1)))
+    n = counts.shape[0]
+    for i in range(n):
+        for j in range(n):
+            if counts[i, j]:
+                dark = counts[i, j] > counts.max() ** 0.5
+                ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=8,
+                        color="white" if dark else "black")
+    ax.set_xticks(range(n))
+    ax.set_yticks(range(n))
+    ax.set_xlabel("predicted digit")
+    ax.set_ylabel("true digit")
+    fig.colorbar(shown, ax=ax, label="images (log scale)")
+    fig.tight_layout()
+    return fig
+
+
+def confident_mistakes(images: torch.Tensor, labels: torch.Tensor, probabilities: torch.Tensor,
+                       n: int = 16, cols: int = 8):
+    """The ``n`` wrong predictions the model was most sure of, each titled with the predicted
+    digit, its probability and the true label (chapter "Predictions")."""
+    confidence, predicted = probabilities.max(1)
+    wrong = torch.nonzero(predicted != labels).flatten()
+    order = wrong[torch.argsort(confidence[wrong], descending=True)][:n]
+    if len(order) == 0:
+        fig, ax = _figure(figsize=(4, 1))
+        ax.axis("off")
+        ax.text(0.5, 0.5, "no mistakes", ha="center", va="center")
+        return fig
+    fig, axes = _grid(len(order), cols, size=1.3)
+    for ax, i in zip(axes, order.tolist()):
+        ax.imshow(_pixels(images[i]), cmap="gray", vmin=0, vmax=1)
+        ax.set_title(f"{int(predicted[i])} {100 * float(confidence[i]):.0f}%\ntrue {int(labels[i])}",
+                     fontsize=9, color="red")
+    fig.tight_layout()
+    return fig
+
+
+def preparation_steps(prepared, probabilities: torch.Tensor | None = None, title: str = ""):
+    """Each step of :func:`alexnet_tutorial.images.prepare` side by side, and the top-3
+    predictions when ``probabilities`` (10 values) is given (chapter "Predictions")."""
+    steps = [("as read (gray)", prepared.gray),
+             ("ink, inverted" if prepared.inverted else "ink", prepared.ink),
+             ("cropped to the ink", prepared.cropped),
+             ("28 x 28, MNIST-style", prepared.digit)]
+    fig, axes = _figure(1, 5, figsize=(12, 2.6), gridspec_kw={"width_ratios": [1, 1, 1, 1, 1.2]})
+    for ax, (name, pixels) in zip(axes, steps):
+        ax.imshow(pixels, cmap="gray", vmin=0, vmax=1)
+        ax.set_title(name, fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    bars = axes[-1]
+    if probabilities is not None:
+        top = torch.topk(probabilities, 3)
+        names = [str(int(d)) for d in top.indices]
+        bars.barh(names[::-1], [100 * float(p) for p in top.values][::-1], color="C0")
+        bars.set_xlim(0, 100)
+        bars.set_xlabel("probability (%)")
+        bars.set_title(f"prediction: {names[0]}", fontsize=10)
+    else:
+        bars.axis("off")
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return fig

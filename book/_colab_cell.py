@@ -1,0 +1,13 @@
+# Set-up for Colab or any fresh environment: installs this book's package when it is missing
+# and does nothing where it is installed. Training uses a GPU when there is one (on Colab:
+# Runtime > Change runtime type > GPU).
+import importlib
+import subprocess
+import sys
+
+try:
+    import alexnet_tutorial  # noqa: F401
+except ImportError:
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet",
+                    "git+https://github.com/alexnet-tutorial/alexnet-tutorial"], check=True)
+    importlib.invalidate_caches()

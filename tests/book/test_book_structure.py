@@ -1,0 +1,57 @@
+"""The book's chapters keep the shape the style guide asks for, and the toc lists them all."""
+
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+BOOK = ROOT / "book"
+CHAPTERS = ["01_introduction.md", "02_data.ipynb", "03_model.ipynb", "04_training.ipynb",
+            "05_saving.ipynb", "06_predictions.ipynb", "07_errata.ipynb"]
+TRAINED = ["03_model.ipynb", "04_training.ipynb", "05_saving.ipynb", "06_predictions.ipynb", "07_errata.ipynb"]
+
+
+def markdown(name: str) -> str:
+    path = BOOK / name
+    if path.suffix == ".md":
+        return path.read_text()
+    nb = nbformat.read(path, as_version=4)
+    return "\n".join(cell.source for cell in nb.cells if cell.cell_type == "markdown")
+
+
+def code_cells(name: str) -> list[str]:
+    nb = nbformat.read(BOOK / name, as_version=4)
+    return [cell.source for cell in nb.cells if cell.cell_type == "code"]
+
+
+def test_toc_lists_every_chapter_in_order():
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    files = [toc["root"]] + [entry["file"] for entry in toc["chapters"]]
+    assert files[:len(CHAPTERS)] == [f"book/{name.rsplit('.', 1)[0]}" for name in CHAPTERS]
+    assert "book/08_speed" in files
+
+
+@pytest.mark.parametrize("name", CHAPTERS)
+def test_chapter_has_the_common_shape(name):
+    text = markdown(name)
+    for part in ("**What you will learn:**", "**Time to read:**", "## Summary", "## Exercises", "## What's next"):
+        assert part in text, f"{name} lacks {part!r}"
+
+
+@pytest.mark.parametrize("name", [n for n in CHAPTERS if n.endswith(".ipynb")])
+def test_first_code_cell_is_the_colab_setup_cell(name):
+    assert code_cells(name)[0] == (BOOK / "_colab_cell.py").read_text().rstrip("\n")
+
+
+@pytest.mark.parametrize("name", TRAINED)
+def test_quick_switch_is_shown(name):
+    assert any("ALEXNET_TUTORIAL_QUICK" in source and "quick_mode()" in source for source in code_cells(name))
+
+
+@pytest.mark.parametrize("name", [n for n in CHAPTERS if n.endswith(".ipynb")])
+def test_notebooks_import_the_package_without_star(name):
+    sources = code_cells(name)
+    assert not any("import *" in source for source in sources)
+    assert not any("class AlexNet" in source for source in sources), "the notebook redefines the model"
