@@ -1,0 +1,217 @@
+"""The built book as readers see it, in headless Chromium.
+
+Every page listed in ``_toc.yml`` is opened at laptop (1366x768) and phone (390x844) width,
+in light and in dark mode. Each time: no console error, every image loaded, the saved
+widgets rendered with their pictures, no sideways scrolling on the page, and no request to
+any host but this machine (others are recorded and blocked, so the test never goes online).
+Notebook pages must carry the Colab link to their own notebook. A full-page screenshot of
+every view goes to ``test-artifacts/screenshots/`` for a person to look at.
+
+Needs Debian's Chromium (``apt-get install chromium``). Set ``ALEXNET_TUTORIAL_BOOK_HTML``
+to an already built ``_build/html`` to skip the build.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+LOCAL_HOSTS = {"127.0.0.1", "localhost"}
+VIEWS = {  # name: (viewport, browser context options)
+    "laptop-light": ({"width": 1366, "height": 768}, {"color_scheme": "light"}),
+    "laptop-dark": ({"width": 1366, "height": 768}, {"color_scheme": "dark"}),
+    "phone-light": ({"width": 390, "height": 844}, {"color_scheme": "light", "is_mobile": True, "has_touch": True}),
+    "phone-dark": ({"width": 390, "height": 844}, {"color_scheme": "dark", "is_mobile": True, "has_touch": True}),
+}
+
+pytest.importorskip("playwright.sync_api", reason="needs the playwright package (pip install -e '.[dev]')")
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
+                                reason=f"needs Chromium at {CHROMIUM}: apt-get install chromium")
+
+
+def book_config() -> dict:
+    return yaml.safe_load((ROOT / "_config.yml").read_text())
+
+
+def toc_files() -> list[str]:
+    """Every document in ``_toc.yml``, root first, without its suffix."""
+    path = ROOT / "_toc.yml"
+    if not path.exists():
+        return []
+    toc = yaml.safe_load(path.read_text())
+    files = [toc["root"]]
+
+    def walk(node):
+        if isinstance(node, dict):
+            files.extend([node["file"]] if "file" in node else [])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk(toc)
+    return [f.removesuffix(".ipynb").removesuffix(".md") for f in files]
+
+
+def colab_url(file: str) -> str:
+    """The launch link sphinx-book-theme should put on a notebook page, from ``_config.yml``."""
+    repo = book_config()["repository"]
+    owner_repo = urlsplit(repo["url"]).path.strip("/").removesuffix(".git")
+    prefix = (repo.get("path_to_book") or "").strip("/")
+    path = f"{prefix}/{file}.ipynb" if prefix else f"{file}.ipynb"
+    return f"https://colab.research.google.com/github/{owner_repo}/blob/{repo.get('branch', 'main')}/{path}"
+
+
+@pytest.fixture(scope="session")
+def book_html(tmp_path_factory) -> Path:
+    """The book's HTML: ``$ALEXNET_TUTORIAL_BOOK_HTML`` if set, else built here (with -W -n)."""
+    given = os.environ.get("ALEXNET_TUTORIAL_BOOK_HTML")
+    if given:
+        return Path(given)
+    out = tmp_path_factory.mktemp("book")
+    jupyter_book = Path(sys.executable).with_name("jupyter-book")
+    result = subprocess.run([str(jupyter_book), "build", str(ROOT), "--path-output", str(out),
+                             "-W", "-n", "--keep-going"], capture_output=True, text=True)
+    assert result.returncode == 0, f"book build failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+    return out / "_build" / "html"
+
+
+@pytest.fixture(scope="session")
+def server(book_html):
+    """The built book served on 127.0.0.1 on a free port; yields its base URL."""
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(book_html)))
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+def is_local(url: str) -> bool:
+    parts = urlsplit(url)
+    return parts.scheme in ("data", "blob", "about") or parts.hostname in LOCAL_HOSTS
+
+
+def open_page(browser, url: str, view: str):
+    """Load ``url`` in a fresh context; returns (page, context, problems, outside requests)."""
+    viewport, options = VIEWS[view]
+    context = browser.new_context(viewport=viewport, **options)
+    problems, outside = [], []
+
+    def route(route):
+        if is_local(route.request.url):
+            route.continue_()
+        else:
+            outside.append(route.request.url)
+            route.abort()
+
+    context.route("**/*", route)
+    page = context.new_page()
+    page.on("request", lambda r: None if is_local(r.url) else outside.append(r.url))
+    page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
+    page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+    page.on("response", lambda r: problems.append(f"HTTP {r.status}: {r.url}") if r.status >= 400 else None)
+    page.goto(url, wait_until="networkidle")
+    return page, context, problems, outside
+
+
+WIDGET_VIEWS = 'script[type="application/vnd.jupyter.widget-view+json"]'
+
+RENDERED = """views => Array.from(document.querySelectorAll(views)).every(
+  s => s.parentElement.querySelector(".widget-subarea .jupyter-widgets"))"""
+PICTURES_LOADED = """() => Array.from(document.querySelectorAll("img.widget-image")).every(
+  i => i.complete && i.naturalWidth > 0)"""
+CHECK_PAGE = """([views, width]) => {
+  const images = Array.from(document.images);
+  views = Array.from(document.querySelectorAll(views));
+  return {
+    broken: images.filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src.slice(0, 120)),
+    views: views.length,
+    unrendered: views.filter(s => !s.parentElement.querySelector(".widget-subarea .jupyter-widgets")).length,
+    widgetImages: document.querySelectorAll("img.widget-image").length,
+    overflow: document.documentElement.scrollWidth - width,  // a phone widens its layout to fit
+    theme: document.documentElement.dataset.theme,
+  };
+}"""
+
+
+PAGES = toc_files()
+
+
+@pytest.mark.parametrize("file", PAGES or [pytest.param("", marks=pytest.mark.skip(reason="no _toc.yml yet"))])
+def test_page_reads_well_offline(browser, server, book_html, file):
+    html = f"{file}.html"
+    assert (book_html / html).exists(), f"{html} was not built"
+    notebook = (ROOT / f"{file}.ipynb").exists()
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    failures = []
+    for view in VIEWS:
+        page, context, problems, outside = open_page(browser, f"{server}/{html}", view)
+        try:
+            if page.locator(WIDGET_VIEWS).count():  # the widget manager renders after the load
+                page.wait_for_function(RENDERED, arg=WIDGET_VIEWS, timeout=20_000)
+                page.wait_for_function(PICTURES_LOADED, timeout=10_000)
+            state = page.evaluate(CHECK_PAGE, [WIDGET_VIEWS, VIEWS[view][0]["width"]])
+            page.screenshot(path=str(SCREENSHOTS / f"{file.replace('/', '_')}-{view}.png"), full_page=True)
+            if notebook and view == "laptop-light":
+                links = page.eval_on_selector_all('a[href^="https://colab.research.google.com/"]',
+                                                  "as => as.map(a => a.href)")
+                if colab_url(file) not in links:
+                    failures.append(f"no Colab link {colab_url(file)} (found {links})")
+        finally:
+            context.close()
+        failures += [f"{view}: {p}" for p in problems]
+        failures += [f"{view}: request to another host: {u}" for u in outside]
+        failures += [f"{view}: image did not load: {src}" for src in state["broken"]]
+        if state["unrendered"]:
+            failures.append(f"{view}: {state['unrendered']} of {state['views']} saved widgets did not render")
+        if state["overflow"] > 0:
+            failures.append(f"{view}: the page scrolls sideways by {state['overflow']} px")
+        expected_theme = "dark" if view.endswith("dark") else "light"
+        if state["theme"] != expected_theme:
+            failures.append(f"{view}: page theme is {state['theme']!r}, expected {expected_theme!r}")
+    assert not failures, f"{html}:\n" + "\n".join(failures)
+
+
+def test_widget_pages_use_the_vendored_scripts(book_html):
+    """Pages with widgets load require.js and the widget manager from the book itself."""
+    pages = [p for p in book_html.rglob("*.html") if "application/vnd.jupyter.widget-state+json" in p.read_text()]
+    if not pages:
+        pytest.skip("no page with saved widget state (notebooks not executed yet?)")
+    for page in pages:
+        text = page.read_text()
+        for script in ("_static/widgets/require.js", "_static/widgets/config.js",
+                       "_static/widgets/html-manager/embed-amd.js"):
+            assert script in text, f"{page.name} does not load {script}"
+        for cdn in ("cdnjs.cloudflare.com", "cdn.jsdelivr.net", "unpkg.com/@jupyter-widgets"):
+            assert cdn not in text, f"{page.name} refers to {cdn}"
