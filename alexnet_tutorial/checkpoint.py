@@ -24,6 +24,11 @@ class CheckpointError(RuntimeError):
     """A file that cannot be used as a checkpoint; the message names it and says why."""
 
 
+# The fields every checkpoint has, and their types.
+_FIELDS = {"version": int, "arch": str, "width_mult": (int, float), "model": dict, "config": dict,
+           "epoch": int, "history": list}
+
+
 def best_path(path) -> Path:
     """Where the best epoch's checkpoint lives beside ``path``: ``run.pt`` -> ``run.best.pt``."""
     path = Path(path)
@@ -75,9 +80,12 @@ def load_checkpoint(path, map_location="cpu") -> dict:
                               "of file)") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path}: a PyTorch file, but not an alexnet-tutorial checkpoint")
-    missing = [k for k in ("version", "arch", "width_mult", "model", "config", "epoch", "history") if k not in state]
+    missing = [k for k in _FIELDS if k not in state]
     if missing:
         raise CheckpointError(f"{path}: checkpoint is incomplete (no {', '.join(missing)})")
+    wrong = [k for k, kind in _FIELDS.items() if not isinstance(state[k], kind)]
+    if wrong:
+        raise CheckpointError(f"{path}: checkpoint is damaged ({', '.join(wrong)} of the wrong type)")
     if state["version"] > VERSION:
         raise CheckpointError(f"{path}: checkpoint format {state['version']} is newer than this "
                               f"package reads ({VERSION}); upgrade alexnet-tutorial")
@@ -103,8 +111,8 @@ def load_weights(model: nn.Module, path_or_state, path=None) -> nn.Module:
     try:
         model.load_state_dict(state["model"])
     except (RuntimeError, KeyError, TypeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{name}: weights do not fit the model ({first})") from None
+        why = " ".join(str(exc).split())[:300] or type(exc).__name__  # one line, with the missing keys
+        raise CheckpointError(f"{name}: weights do not fit the model ({why})") from None
     return model
 
 

@@ -60,19 +60,22 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
 
     t = sub.add_parser("train", help="train on MNIST and write a checkpoint")
-    t.add_argument("--epochs", type=_positive_int, default=d.epochs, help=f"passes over the training set (default {d.epochs})")
+    t.add_argument("--epochs", type=_positive_int, default=d.epochs,
+                   help=f"passes over the training set (default {d.epochs})")
     t.add_argument("--batch-size", type=_positive_int, default=d.batch_size, help=f"default {d.batch_size}")
     t.add_argument("--lr", type=_positive_float, default=d.lr, help=f"peak learning rate (default {d.lr})")
     t.add_argument("--seed", type=_int, default=d.seed, help=f"default {d.seed}")
     t.add_argument("--device", choices=DEVICES, default=d.device, help="default auto: CUDA, else MPS, else CPU")
     t.add_argument("--precision", choices=PRECISIONS, default=d.precision, help="default auto")
-    t.add_argument("--data-dir", default=None, help="MNIST root (default: $ALEXNET_TUTORIAL_DATA or ~/.cache/alexnet-tutorial)")
+    t.add_argument("--data-dir", default=None,
+                   help="MNIST root (default: $ALEXNET_TUTORIAL_DATA or ~/.cache/alexnet-tutorial)")
     t.add_argument("--subset", type=_positive_int, default=None, help="train on the first N training images")
     t.add_argument("--loader", choices=("tensor", "torchvision"), default=d.loader, help="default tensor (fast)")
     t.add_argument("--width-mult", type=_positive_float, default=d.width_mult, help="scale all widths (default 1)")
     t.add_argument("--checkpoint-every", type=_positive_int, default=None, metavar="STEPS",
                    help="also checkpoint every STEPS optimizer steps (default: at epoch ends only)")
-    t.add_argument("--out", default="alexnet.pt", help="checkpoint to write (default alexnet.pt; best epoch in alexnet.best.pt)")
+    t.add_argument("--out", default="alexnet.pt",
+                   help="checkpoint to write (default alexnet.pt; best epoch in alexnet.best.pt)")
     t.add_argument("--resume", metavar="FILE", default=None, help="continue the run saved in FILE")
     t.add_argument("--force", action="store_true", help="overwrite an existing --out file")
     t.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
@@ -95,7 +98,8 @@ def _train(args, out, err) -> int:
     from .train import TrainConfig, train
 
     if args.resume and (args.force or args.out != "alexnet.pt"):
-        raise _UsageError("alexnet-tutorial train: --resume continues FILE in place; it takes neither --out nor --force")
+        raise _UsageError("alexnet-tutorial train: --resume continues FILE in place; "
+                          "it takes neither --out nor --force")
     log = (lambda msg: print(msg, file=err)) if args.json else (lambda msg: print(msg, file=out))
     if args.resume:
         cfg = TrainConfig(data_dir=args.data_dir) if args.data_dir else None

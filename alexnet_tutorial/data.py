@@ -97,13 +97,17 @@ def mnist_dataset(train: bool, data_dir=None, transform=None, download: bool = T
     from torchvision import datasets
 
     root = resolve_data_dir(data_dir)
-    there = check_files(root, train)
+    # torchvision reads a split only when all four files are there: after an interrupted
+    # download the other split's files are missing, and they must be fetched too.
+    there = check_files(root, train) and check_files(root, not train)
     if not there and not download:
         raise DataError(_missing_message(root, "and downloading is off"))
     try:
         dataset = datasets.MNIST(root=str(root), train=train, transform=transform, download=not there)
     except Exception as exc:  # network errors, permissions, half-downloaded archives
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        # torchvision's message lists each mirror it tried; its last line holds the cause.
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        reason = lines[-1] if lines else type(exc).__name__
         raise DataError(_missing_message(root, f"and the download failed ({reason})")) from None
     check_files(root, train)  # a fresh download is checked too
     return dataset

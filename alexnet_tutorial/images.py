@@ -17,6 +17,7 @@ import torch
 from .data import MNIST_MEAN, MNIST_STD
 
 MAX_PIXELS = 40_000_000  # refuse images larger than this (decompression bombs)
+MNIST_CENTRE = 14.0  # row and column of an MNIST digit's centre of mass (0-based pixel index)
 
 
 class ImageError(ValueError):
@@ -41,7 +42,7 @@ class Prepared:
 
 def load_image(path) -> np.ndarray:
     """Read any image PIL can open as grayscale 0..1; transparency is laid on white."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     path = Path(path)
     if not path.exists():
@@ -53,11 +54,18 @@ def load_image(path) -> np.ndarray:
             if img.width * img.height > MAX_PIXELS:
                 raise ImageError(f"{path}: image is too large ({img.width}x{img.height} pixels)")
             img.load()
+            img = ImageOps.exif_transpose(img)  # phone photos store "rotate me" in EXIF
             if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
                 rgba = img.convert("RGBA")
                 white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
                 img = Image.alpha_composite(white, rgba)
-            gray = np.asarray(img.convert("L"), dtype=np.float32) / 255.0
+            if img.mode.startswith("I;16") or img.mode in ("I", "F"):
+                # 16-bit scans and float images: convert("L") would clip them to white.
+                values = np.asarray(img, dtype=np.float32)
+                top = next(t for t in (1.0, 255.0, 65535.0, float(values.max())) if values.max() <= t)
+                gray = np.clip(values / top, 0.0, 1.0)
+            else:
+                gray = np.asarray(img.convert("L"), dtype=np.float32) / 255.0
     except ImageError:
         raise
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
@@ -78,7 +86,8 @@ def prepare(gray: np.ndarray, name: str = "image") -> Prepared:
     if gray.ndim != 2 or min(gray.shape) < 1:
         raise ImageError(f"{name}: expected a 2-D grayscale image, got shape {gray.shape}")
     border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
-    inverted = bool(np.median(border) > 0.5)
+    # Light paper is the background nearer the brightest pixel, even in a dim photo (gray paper).
+    inverted = bool(np.median(border) > (gray.min() + gray.max()) / 2)
     ink = 1.0 - gray if inverted else gray.copy()
     # Stretch so that the background is 0 and the strongest ink 1; faint noise is cut.
     low, high = float(np.median(np.concatenate([ink[0], ink[-1], ink[:, 0], ink[:, -1]]))), float(ink.max())
@@ -101,13 +110,15 @@ def prepare(gray: np.ndarray, name: str = "image") -> Prepared:
 
 
 def _centre_of_mass(digit: np.ndarray) -> np.ndarray:
-    """Shift ``digit`` by whole pixels so its centre of mass sits at the centre (13.5, 13.5)."""
+    """Shift ``digit`` by whole pixels so its centre of mass sits where MNIST's do: on pixel
+    (14, 14), not the geometric centre (13.5, 13.5). Across the 60,000 training digits the
+    centre of mass lies between 13.5 and 14.5 in each axis, averaging 14.0."""
     total = digit.sum()
     if total <= 0:
         return digit
     ys, xs = np.indices(digit.shape)
-    dy = int(round(13.5 - (ys * digit).sum() / total))
-    dx = int(round(13.5 - (xs * digit).sum() / total))
+    dy = int(round(MNIST_CENTRE - (ys * digit).sum() / total))
+    dx = int(round(MNIST_CENTRE - (xs * digit).sum() / total))
     out = np.zeros_like(digit)
     src = digit[max(0, -dy):28 - max(0, dy), max(0, -dx):28 - max(0, dx)]
     out[max(0, dy):max(0, dy) + src.shape[0], max(0, dx):max(0, dx) + src.shape[1]] = src

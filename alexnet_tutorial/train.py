@@ -61,16 +61,20 @@ class TrainConfig:
             if not ok:
                 raise ValueError(msg)
         need(isinstance(self.epochs, int) and self.epochs >= 1, f"epochs must be a positive integer, got {self.epochs}")
-        need(isinstance(self.batch_size, int) and self.batch_size >= 1, f"batch size must be a positive integer, got {self.batch_size}")
-        need(isinstance(self.eval_batch_size, int) and self.eval_batch_size >= 1, f"eval batch size must be positive, got {self.eval_batch_size}")
+        need(isinstance(self.batch_size, int) and self.batch_size >= 1,
+             f"batch size must be a positive integer, got {self.batch_size}")
+        need(isinstance(self.eval_batch_size, int) and self.eval_batch_size >= 1,
+             f"eval batch size must be positive, got {self.eval_batch_size}")
         need(math.isfinite(self.lr) and self.lr > 0, f"learning rate must be positive, got {self.lr}")
         need(0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}")
-        need(math.isfinite(self.weight_decay) and self.weight_decay >= 0, f"weight decay must be >= 0, got {self.weight_decay}")
+        need(math.isfinite(self.weight_decay) and self.weight_decay >= 0,
+             f"weight decay must be >= 0, got {self.weight_decay}")
         need(0 <= self.warmup < 1, f"warmup must be a fraction in [0, 1), got {self.warmup}")
         need(0 <= self.label_smoothing < 1, f"label smoothing must be in [0, 1), got {self.label_smoothing}")
         need(isinstance(self.shift, int) and 0 <= self.shift <= 8, f"shift must be 0..8 pixels, got {self.shift}")
         need(0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}")
-        need(math.isfinite(self.width_mult) and self.width_mult > 0, f"width_mult must be positive, got {self.width_mult}")
+        need(math.isfinite(self.width_mult) and self.width_mult > 0,
+             f"width_mult must be positive, got {self.width_mult}")
         need(self.device in DEVICES, f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
         need(self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         need(self.loader in LOADERS, f"loader must be one of {', '.join(LOADERS)}, got {self.loader!r}")
@@ -360,7 +364,7 @@ def train(cfg: TrainConfig | None = None, *, out=None, resume=None, force: bool 
     torch.manual_seed(cfg.seed)
     model = AlexNet(width_mult=cfg.width_mult, dropout=cfg.dropout)
     if state is not None:
-        ckpt.check_architecture(state, model, resume)
+        ckpt.load_weights(model, state, resume)  # fails here, naming the file, if they do not fit
     train_loader, test_loader = build_loaders(cfg, device)
     return fit(model, train_loader, test_loader, cfg, device=device, checkpoint_path=out,
                resume=state, progress=progress, log=log)
