@@ -43,9 +43,10 @@ def _pixels(image: torch.Tensor) -> np.ndarray:
     return x.clamp(0, 1).numpy()
 
 
-def _grid(n: int, cols: int, size: float = 1.1):
+def _grid(n: int, cols: int, size: float = 1.1, title_lines: int = 1):
     rows = math.ceil(n / cols)
-    fig, axes = _figure(rows, cols, figsize=(cols * size, rows * size * 1.15), squeeze=False)
+    height = rows * size * (1 + 0.2 * title_lines)  # room for each image's title
+    fig, axes = _figure(rows, cols, figsize=(cols * size, height), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     return fig, axes.flat
@@ -156,7 +157,7 @@ def confident_mistakes(images: torch.Tensor, labels: torch.Tensor, probabilities
         ax.axis("off")
         ax.text(0.5, 0.5, "no mistakes", ha="center", va="center")
         return fig
-    fig, axes = _grid(len(order), cols, size=1.3)
+    fig, axes = _grid(len(order), cols, size=1.3, title_lines=2)
     for ax, i in zip(axes, order.tolist()):
         ax.imshow(_pixels(images[i]), cmap="gray", vmin=0, vmax=1)
         ax.set_title(f"{int(predicted[i])} {100 * float(confidence[i]):.0f}%\ntrue {int(labels[i])}",

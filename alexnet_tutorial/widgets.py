@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from .data import MNIST_MEAN, MNIST_STD
 from .images import predict_probabilities
+from .plots import _pixels
 
 LAYERS = ("layer1", "layer2", "layer3", "layer4", "layer5")
 BACKGROUND = "white"
@@ -46,11 +46,6 @@ def _controls(*children) -> widgets.HBox:
 def _image_widget() -> widgets.Image:
     # Scales down on a narrow screen instead of overflowing it.
     return widgets.Image(format="png", layout=widgets.Layout(max_width="100%", height="auto"))
-
-
-def _pixels(image: torch.Tensor) -> np.ndarray:
-    """A normalised 1 x 28 x 28 image back to 28 x 28 pixel values in 0..1."""
-    return (image.reshape(28, 28) * MNIST_STD + MNIST_MEAN).clamp(0, 1).numpy()
 
 
 # -- The model: filters and feature maps ------------------------------------------------
