@@ -1,0 +1,357 @@
+"""The original write-up's pipeline against this package's default one, side by side.
+
+One command trains both on the same MNIST files and prints one table: training images per
+second, training time until the test accuracy first reaches 99.0%, final test accuracy and
+peak memory, with the ratios. Both are evaluated on the 10,000 test images at the same
+points (every ``--eval-every`` of an epoch); the clock stops while they are evaluated, so
+the times are training time only. Each pipeline runs in its own fresh process, so that its
+peak memory is its own.
+
+The original pipeline is the blog post's code as written, with only its test-split bug fixed
+(``train=False``): its model (no ReLU after conv3 and conv4, none between the linear
+layers, pooling before ReLU, ``x.view``), ``ToTensor`` per item and no normalisation,
+``DataLoader`` batch 64 shuffled, fp32, SGD lr 0.01 momentum 0.9 at a constant rate.
+
+The package's pipeline is what ``alexnet-tutorial train`` does with its defaults: the whole
+set normalised on the device in two tensors, index-slice batches with random shifts,
+channels_last, bf16/fp16 autocast where the hardware runs it natively, and ``TrainConfig``'s
+recipe. It runs unchanged on a CUDA GPU (``--device auto`` picks it).
+
+    python benchmarks/speed.py --json benchmarks/results/speed-cpu.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from alexnet_tutorial.data import TensorLoader, mnist_dataset, mnist_tensors, subset_indices
+from alexnet_tutorial.model import AlexNet
+from alexnet_tutorial.train import (
+    TrainConfig,
+    autocast,
+    evaluate,
+    make_optimizer,
+    make_scheduler,
+    pick_device,
+    pick_precision,
+)
+
+TARGET = 0.99  # the test accuracy whose first crossing is timed
+
+
+class OriginalAlexNet(nn.Module):
+    """The write-up's network exactly as printed (its tab turned into spaces so that it runs)."""
+
+    def __init__(self, width_mult=1):
+        super().__init__()
+        self.layer1 = nn.Sequential(nn.Conv2d(1, 32, kernel_size=3, padding=1),
+                                    nn.MaxPool2d(kernel_size=2, stride=2), nn.ReLU(inplace=True))
+        self.layer2 = nn.Sequential(nn.Conv2d(32, 64, kernel_size=3, padding=1),
+                                    nn.MaxPool2d(kernel_size=2, stride=2), nn.ReLU(inplace=True))
+        self.layer3 = nn.Sequential(nn.Conv2d(64, 128, kernel_size=3, padding=1))
+        self.layer4 = nn.Sequential(nn.Conv2d(128, 256, kernel_size=3, padding=1))
+        self.layer5 = nn.Sequential(nn.Conv2d(256, 256, kernel_size=3, padding=1),
+                                    nn.MaxPool2d(kernel_size=3, stride=2), nn.ReLU(inplace=True))
+        self.fc1 = nn.Linear(256 * 3 * 3, 1024)
+        self.fc2 = nn.Linear(1024, 512)
+        self.fc3 = nn.Linear(512, 10)
+
+    def forward(self, x):
+        x = self.layer5(self.layer4(self.layer3(self.layer2(self.layer1(x)))))
+        x = x.view(-1, 256 * 3 * 3)
+        return self.fc3(self.fc2(self.fc1(x)))
+
+
+def original_pipeline(device, seed, subset, data_dir):
+    """The write-up's loaders, model, loss and optimizer; returns (model, train_loader, test_loader, step)."""
+    from torchvision import transforms
+
+    transform = transforms.ToTensor()  # per item, no normalisation
+    trainset = mnist_dataset(True, data_dir, transform)
+    testset = mnist_dataset(False, data_dir, transform)  # the fix: train=False
+    if subset:
+        trainset = torch.utils.data.Subset(trainset, subset_indices(trainset.targets, subset).tolist())
+    generator = torch.Generator().manual_seed(seed)
+    trainloader = torch.utils.data.DataLoader(trainset, batch_size=64, shuffle=True, generator=generator)
+    testloader = torch.utils.data.DataLoader(testset, batch_size=64, shuffle=False)
+    torch.manual_seed(seed)
+    net = OriginalAlexNet().to(device)
+    criterion = nn.CrossEntropyLoss()
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+
+    def step(images, labels):
+        images, labels = images.to(device), labels.to(device)
+        optimizer.zero_grad()
+        loss = criterion(net(images), labels)
+        loss_item = loss.item()
+        loss.backward()
+        optimizer.step()
+        return loss_item
+
+    info = {"precision": "fp32", "memory_format": "contiguous", "batch_size": 64,
+            "loader": "torchvision DataLoader, ToTensor per item"}
+    return net, trainloader, testloader, step, "fp32", info
+
+
+def package_pipeline(device, seed, subset, data_dir, epochs):
+    """``TrainConfig()``'s defaults through the package's pieces; the step is the one in ``fit``."""
+    cfg = TrainConfig(epochs=epochs, seed=seed, subset=subset, data_dir=data_dir)
+    precision = pick_precision(cfg.precision, device)
+    train_x, train_y = mnist_tensors(True, data_dir, device, subset)
+    test_x, test_y = mnist_tensors(False, data_dir, device)
+    train_loader = TensorLoader(train_x, train_y, cfg.batch_size, shuffle=True, seed=seed, shift=cfg.shift)
+    test_loader = TensorLoader(test_x, test_y, cfg.eval_batch_size)
+    torch.manual_seed(seed)
+    model = AlexNet(width_mult=cfg.width_mult, dropout=cfg.dropout).to(device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(model, cfg)
+    scheduler = make_scheduler(optimizer, cfg, len(train_loader))
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+
+    def step(images, labels):
+        if cfg.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with autocast(device, precision):
+            loss = loss_fn(model(images), labels)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        return loss.item()
+
+    info = {"precision": precision, "memory_format": "channels_last" if cfg.channels_last else "contiguous",
+            "batch_size": cfg.batch_size, "loader": "TensorLoader (whole set on the device)",
+            "config": cfg.to_dict()}
+    return model, train_loader, test_loader, step, precision, info
+
+
+def forward_flops(model: nn.Module) -> int:
+    """Floating-point operations of one 1x28x28 image's forward pass through the conv and
+    linear layers (2 per multiply-add); a training step costs about three times this."""
+    total = 0
+
+    def count(module, inputs, output):
+        nonlocal total
+        if isinstance(module, nn.Conv2d):
+            k = module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
+            total += 2 * output[0].numel() * k
+        elif isinstance(module, nn.Linear):
+            total += 2 * module.in_features * module.out_features
+
+    hooks = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    try:
+        with torch.no_grad():
+            param = next(model.parameters())
+            model(torch.zeros(1, 1, 28, 28, device=param.device))
+    finally:
+        for h in hooks:
+            h.remove()
+    return total
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def eval_points(steps_per_epoch: int, every: float) -> list[int]:
+    """The steps of an epoch (1-based) after which to evaluate: every ``every`` of it, and its end."""
+    k = max(1, round(1 / every))
+    return sorted({max(1, round(i * steps_per_epoch / k)) for i in range(1, k + 1)})
+
+
+def run_pipeline(name, device_name, epochs, seed, subset, data_dir, eval_every, max_seconds):
+    """Train one pipeline, timing training only; returns a dict of results."""
+    device = pick_device(device_name)
+    start_rss_mib = peak_rss_mib()  # what importing PyTorch and the package already took
+    setup_started = time.perf_counter()
+    if name == "original":
+        built = original_pipeline(device, seed, subset, data_dir)
+    else:
+        built = package_pipeline(device, seed, subset, data_dir, epochs)
+    model, train_loader, test_loader, step, precision, info = built
+    setup_seconds = time.perf_counter() - setup_started
+    flops = forward_flops(model)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    steps_per_epoch = len(train_loader)
+    points = set(eval_points(steps_per_epoch, eval_every))
+    curve, images_seen, train_seconds, stopped = [], 0, 0.0, False
+    model.train()
+    for epoch in range(epochs):
+        if isinstance(train_loader, TensorLoader):
+            train_loader.set_epoch(epoch)
+        _sync(device)
+        started = time.perf_counter()
+        for i, (images, labels) in enumerate(train_loader, start=1):
+            step(images, labels)
+            images_seen += len(labels)
+            at_limit = max_seconds is not None and train_seconds + time.perf_counter() - started >= max_seconds
+            if i in points or at_limit:
+                _sync(device)
+                train_seconds += time.perf_counter() - started  # the clock stops here
+                accuracy = evaluate(model, test_loader, device, precision)["accuracy"]
+                curve.append({"epoch": round(epoch + i / steps_per_epoch, 4), "images": images_seen,
+                              "train_seconds": round(train_seconds, 3), "test_accuracy": accuracy})
+                if at_limit:
+                    stopped = True
+                    break
+                _sync(device)
+                started = time.perf_counter()  # and starts again
+        if stopped:
+            break
+    reached = next((c for c in curve if c["test_accuracy"] >= TARGET), None)
+    if device.type == "cuda":
+        peak_mib = torch.cuda.max_memory_allocated(device) / 2**20
+        memory_kind = "torch.cuda.max_memory_allocated"
+    else:
+        peak_mib, memory_kind = peak_rss_mib(), "peak RSS of the process"
+    return {"pipeline": name, "device": str(device), **info, "epochs": epochs, "seed": seed,
+            "stopped_at_max_seconds": stopped, "setup_seconds": round(setup_seconds, 2),
+            "train_seconds": round(train_seconds, 2), "images": images_seen,
+            "images_per_s": images_seen / train_seconds if train_seconds > 0 else 0.0,
+            "forward_flops_per_image": flops,
+            "seconds_to_target": reached["train_seconds"] if reached else None,
+            "epoch_at_target": reached["epoch"] if reached else None,
+            "final_accuracy": curve[-1]["test_accuracy"] if curve else None,
+            "peak_memory_mib": round(peak_mib, 1), "memory_kind": memory_kind,
+            "rss_before_setup_mib": round(start_rss_mib, 1), "curve": curve}
+
+
+def peak_rss_mib() -> float:
+    """The most resident memory this process has used so far, in MiB."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        import psutil
+        return psutil.Process().memory_info().peak_wset / 2**20
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10  # bytes on macOS, KiB on Linux
+
+
+def _child(queue, *args):
+    try:
+        queue.put(run_pipeline(*args))
+    except BaseException as exc:  # report, so that the parent does not wait forever
+        queue.put({"error": f"{type(exc).__name__}: {exc}"})
+        raise
+
+
+def run_isolated(*args) -> dict:
+    """``run_pipeline`` in a fresh process (its own peak memory, no state left by the other)."""
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_child, args=(queue, *args))
+    proc.start()
+    result = queue.get()
+    proc.join()
+    if "error" in result:
+        raise RuntimeError(f"pipeline {args[0]} failed: {result['error']}")
+    return result
+
+
+def hardware(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+        else:
+            name = platform.processor() or platform.machine()
+    except OSError:
+        name = platform.processor() or platform.machine()
+    return f"{name}, {torch.get_num_threads()} threads"
+
+
+def _fmt_time(r):
+    if r["seconds_to_target"] is None:
+        return "not reached"
+    return f"{r['seconds_to_target']:.1f} (epoch {r['epoch_at_target']:g})"
+
+
+def table(results: list[dict], target: float = TARGET) -> str:
+    """The side-by-side table, with a ratio row when both pipelines ran."""
+    head = (f"{'pipeline':<10}{'precision':<11}{'layout':<15}{'batch':>6}{'images/s':>10}"
+            f"{f'  s to {100 * target:.1f}% (at epoch)':<28}{'final acc %':>12}{'peak MiB':>10}")
+    lines = [head]
+    for r in results:
+        final = f"{100 * r['final_accuracy']:.2f}" if r["final_accuracy"] is not None else "-"
+        lines.append(f"{r['pipeline']:<10}{r['precision']:<11}{r['memory_format']:<15}{r['batch_size']:>6}"
+                     f"{r['images_per_s']:>10,.0f}  {_fmt_time(r):<26}{final:>12}{r['peak_memory_mib']:>10,.0f}")
+    by = {r["pipeline"]: r for r in results}
+    if "original" in by and "package" in by:
+        o, p = by["original"], by["package"]
+        speed = p["images_per_s"] / o["images_per_s"] if o["images_per_s"] else float("nan")
+        if o["seconds_to_target"] and p["seconds_to_target"]:
+            t = f"{o['seconds_to_target'] / p['seconds_to_target']:.2f}x sooner"
+        else:
+            t = "-"
+        mem = p["peak_memory_mib"] / o["peak_memory_mib"] if o["peak_memory_mib"] else float("nan")
+        lines.append(f"{'package vs original':<42}{speed:>9.2f}x  {t:<26}{'':>12}{mem:>9.2f}x")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=5, help="epochs per pipeline (default 5)")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"),
+                        help="default auto: CUDA, else MPS, else CPU")
+    parser.add_argument("--max-seconds", type=float, default=None,
+                        help="stop a pipeline after this much training time (default: no limit)")
+    parser.add_argument("--eval-every", type=float, default=0.25,
+                        help="evaluate on the test set every this fraction of an epoch (default 0.25)")
+    parser.add_argument("--pipelines", nargs="+", default=["original", "package"], choices=("original", "package"))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--subset", type=int, default=None, help="train on the first N training images only")
+    parser.add_argument("--smoke", action="store_true",
+                        help="a quick end-to-end check: 512 images, 1 epoch, evaluated once")
+    parser.add_argument("--data-dir", default=None, help="MNIST root (default: $ALEXNET_TUTORIAL_DATA)")
+    parser.add_argument("--json", metavar="OUT", default=None, help="also write the results to OUT")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.subset, args.epochs, args.eval_every = args.subset or 512, 1, 1.0
+    if not 0 < args.eval_every <= 1:
+        parser.error("--eval-every must be a fraction of an epoch in (0, 1]")
+
+    device = pick_device(args.device)
+    started = time.perf_counter()
+    results = []
+    for name in args.pipelines:
+        r = run_isolated(name, args.device, args.epochs, args.seed, args.subset, args.data_dir,
+                         args.eval_every, args.max_seconds)
+        results.append(r)
+        print(f"  {name}: " + ", ".join(f"{c['epoch']:g}:{100 * c['test_accuracy']:.2f}%" for c in r["curve"]),
+              flush=True)
+    print()
+    print(f"{hardware(device)}, torch {torch.__version__}; {args.epochs} epoch(s) of "
+          f"{args.subset or 60_000:,} training images each, test accuracy on 10,000 images every "
+          f"{args.eval_every:g} epoch (evaluation not timed); seed {args.seed}")
+    print(table(results))
+    for r in results:
+        print(f"{r['pipeline']}: {r['forward_flops_per_image'] / 1e6:.0f} MFLOP per image forward, about "
+              f"{3 * r['forward_flops_per_image'] / 1e6:.0f} per training image; achieved "
+              f"{3 * r['forward_flops_per_image'] * r['images_per_s'] / 1e9:.0f} GFLOP/s while training")
+    print(f"total wall time {time.perf_counter() - started:.0f} s")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"argv": sys.argv, "hardware": hardware(device), "torch": torch.__version__,
+                       "target": TARGET, "eval_every": args.eval_every, "results": results}, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
