@@ -148,11 +148,17 @@ def subset_indices(targets: torch.Tensor, n: int, stratified: bool = False) -> t
 
 def make_loaders(batch_size: int = 128, data_dir=None, subset: int | None = None,
                  stratified: bool = False, seed: int = 0, eval_batch_size: int = 1000,
-                 transform=None):
+                 transform=None, shift: int = 0):
     """The torchvision way: per-item datasets and ``DataLoader`` s (shuffled, seeded) for
-    training and evaluation. Returns ``(train_loader, test_loader)``."""
+    training and evaluation. ``shift`` moves each training image by up to that many pixels
+    (``RandomAffine``), as :class:`TensorLoader` does. Returns ``(train_loader, test_loader)``."""
+    from torchvision import transforms
+
     transform = transform or default_transform()
-    train_set = mnist_dataset(True, data_dir, transform)
+    train_transform = transform
+    if shift:
+        train_transform = transforms.Compose([transforms.RandomAffine(0, translate=(shift / 28, shift / 28)), transform])
+    train_set = mnist_dataset(True, data_dir, train_transform)
     test_set = mnist_dataset(False, data_dir, transform)
     if subset is not None:
         train_set = Subset(train_set, subset_indices(train_set.targets, subset, stratified).tolist())

@@ -214,8 +214,11 @@ def _start_epoch(loader, seed: int, epoch: int, start_step: int):
     if generator is not None:  # a DataLoader: its shuffle order follows this generator
         generator.manual_seed(seed * 1_000_003 + epoch)
     it = iter(loader)
-    for _ in range(start_step):
-        next(it)
+    # Skipped batches may draw random shifts from the global generator; the checkpoint
+    # already holds its state after those draws, so skip without touching it.
+    with torch.random.fork_rng(devices=[]):
+        for _ in range(start_step):
+            next(it)
     return it
 
 
@@ -329,7 +332,8 @@ def fit(model: nn.Module, train_loader, test_loader, cfg: TrainConfig, *, device
 def build_loaders(cfg: TrainConfig, device: torch.device):
     """The training and test loaders ``cfg.loader`` asks for, on ``device``."""
     if cfg.loader == "torchvision":
-        return make_loaders(cfg.batch_size, cfg.data_dir, cfg.subset, cfg.stratified, cfg.seed, cfg.eval_batch_size)
+        return make_loaders(cfg.batch_size, cfg.data_dir, cfg.subset, cfg.stratified, cfg.seed, cfg.eval_batch_size,
+                            shift=cfg.shift)
     train_x, train_y = mnist_tensors(True, cfg.data_dir, device, cfg.subset, cfg.stratified)
     test_x, test_y = mnist_tensors(False, cfg.data_dir, device)
     train_loader = TensorLoader(train_x, train_y, cfg.batch_size, shuffle=True, seed=cfg.seed, shift=cfg.shift)

@@ -305,3 +305,17 @@ def test_torchvision_loaders_are_seeded_and_hold_the_real_test_split(data_dir):
     assert len(train_a.dataset) == 128 and len(test_a.dataset) == 10_000
     (_, ya), (_, yb) = next(iter(train_a)), next(iter(train_b))
     assert torch.equal(ya, yb)
+
+
+def test_torchvision_loader_shifts_training_images_only(data_dir):
+    """``shift`` works with the per-item loader too: training batches move, test batches do not."""
+    plain, test_plain = data.make_loaders(batch_size=64, data_dir=data_dir, subset=64, seed=3)
+    shifted, test_shifted = data.make_loaders(batch_size=64, data_dir=data_dir, subset=64, seed=3, shift=2)
+    torch.manual_seed(0)
+    x_plain, y_plain = next(iter(plain))
+    torch.manual_seed(0)
+    x_shift, y_shift = next(iter(shifted))
+    assert torch.equal(y_plain, y_shift)  # same order: the shuffle follows the loader's own generator
+    assert x_shift.shape == x_plain.shape
+    assert not torch.equal(x_plain, x_shift)
+    assert torch.equal(next(iter(test_plain))[0], next(iter(test_shifted))[0])

@@ -117,3 +117,35 @@ def test_best_file_holds_the_best_epoch(runs):
     full_best, resumed_best = read(best_path(runs["full"])), read(best_path(runs["resumed"]))
     for name, tensor in full_best["model"].items():
         assert torch.equal(tensor, resumed_best["model"][name])
+
+
+def test_resume_is_exact_with_the_torchvision_loader_and_random_shifts(tmp_path, data_dir, monkeypatch):
+    """The per-item loader draws its random shifts from the global generator: resuming
+    mid-epoch must replay the order and the shifts exactly, as with the tensor loader."""
+    from alexnet_tutorial import checkpoint as ckpt
+    from alexnet_tutorial.train import TrainConfig, train
+
+    cfg = dict(loader="torchvision", shift=2, subset=192, epochs=2, batch_size=32, checkpoint_every=2,
+               width_mult=0.25, device="cpu", data_dir=str(data_dir))
+    whole = train(TrainConfig(**cfg), out=tmp_path / "whole.pt", progress=False, log=lambda _: None)
+
+    saves = []
+    real_save = ckpt.save_checkpoint
+
+    def save_then_die(state, path):
+        real_save(state, path)
+        saves.append((state["epoch"], state["step"]))
+        if (state["epoch"], state["step"]) == (1, 2):  # mid-way through the second epoch
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(ckpt, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train(TrainConfig(**cfg), out=tmp_path / "cut.pt", progress=False, log=lambda _: None)
+    monkeypatch.setattr(ckpt, "save_checkpoint", real_save)
+    assert saves[-1] == (1, 2)
+
+    resumed = train(None, resume=tmp_path / "cut.pt", progress=False, log=lambda _: None)
+    for name, tensor in whole.model.state_dict().items():
+        assert torch.equal(tensor, resumed.model.state_dict()[name]), name
+    strip = lambda h: [{k: v for k, v in e.items() if k not in TIMING_FIELDS} for e in h]  # noqa: E731
+    assert strip(whole.history) == strip(resumed.history)
