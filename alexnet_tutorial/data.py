@@ -157,7 +157,8 @@ def make_loaders(batch_size: int = 128, data_dir=None, subset: int | None = None
     transform = transform or default_transform()
     train_transform = transform
     if shift:
-        train_transform = transforms.Compose([transforms.RandomAffine(0, translate=(shift / 28, shift / 28)), transform])
+        move = transforms.RandomAffine(0, translate=(shift / 28, shift / 28))
+        train_transform = transforms.Compose([move, transform])
     train_set = mnist_dataset(True, data_dir, train_transform)
     test_set = mnist_dataset(False, data_dir, transform)
     if subset is not None:
