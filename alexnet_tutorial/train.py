@@ -205,6 +205,28 @@ def evaluate(model: nn.Module, loader, device, precision: str = "fp32") -> dict:
     return {"loss": total_loss / count, "accuracy": correct / count, "count": count}
 
 
+def train_step(model: nn.Module, images, labels, optimizer, scheduler, scaler, loss_fn, device,
+               precision: str = "fp32", channels_last: bool = False) -> float:
+    """One optimizer step on one batch; returns the batch's mean loss.
+
+    Moves the batch to ``device``, runs the model under autocast, clears the old gradients,
+    backpropagates (through the gradient scaler, a no-op unless fp16), steps the optimizer and
+    the learning-rate schedule.
+    """
+    images = images.to(device, non_blocking=True)
+    labels = labels.to(device, non_blocking=True)
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    with autocast(device, precision):
+        loss = loss_fn(model(images), labels)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    scheduler.step()
+    return loss.item()
+
+
 def _start_epoch(loader, seed: int, epoch: int, start_step: int):
     """Make ``loader`` replay epoch ``epoch`` from ``start_step``; returns the batch iterator."""
     if isinstance(loader, TensorLoader):
@@ -290,18 +312,9 @@ def fit(model: nn.Module, train_loader, test_loader, cfg: TrainConfig, *, device
         bar = tqdm(batches, total=len(train_loader), initial=step, desc=f"epoch {epoch + 1}/{cfg.epochs}",
                    disable=not progress, leave=False)
         for images, labels in bar:
-            images = images.to(device, non_blocking=True)
-            labels = labels.to(device, non_blocking=True)
-            if cfg.channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            with autocast(device, precision):
-                loss = loss_fn(model(images), labels)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            loss_sum += loss.item() * len(labels)
+            loss = train_step(model, images, labels, optimizer, scheduler, scaler, loss_fn, device, precision,
+                              cfg.channels_last)
+            loss_sum += loss * len(labels)
             loss_count += len(labels)
             step += 1
             if step % 20 == 0:

@@ -37,12 +37,12 @@ from alexnet_tutorial.data import TensorLoader, mnist_dataset, mnist_tensors, su
 from alexnet_tutorial.model import AlexNet
 from alexnet_tutorial.train import (
     TrainConfig,
-    autocast,
     evaluate,
     make_optimizer,
     make_scheduler,
     pick_device,
     pick_precision,
+    train_step,
 )
 
 TARGET = 0.99  # the test accuracy whose first crossing is timed
@@ -119,17 +119,9 @@ def package_pipeline(device, seed, subset, data_dir, epochs):
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
 
-    def step(images, labels):
-        if cfg.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        with autocast(device, precision):
-            loss = loss_fn(model(images), labels)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        scheduler.step()
-        return loss.item()
+    def step(images, labels):  # exactly fit's step
+        return train_step(model, images, labels, optimizer, scheduler, scaler, loss_fn, device, precision,
+                          cfg.channels_last)
 
     info = {"precision": precision, "memory_format": "channels_last" if cfg.channels_last else "contiguous",
             "batch_size": cfg.batch_size, "loader": "TensorLoader (whole set on the device)",
