@@ -25,17 +25,17 @@ ROOT = BOOK.parent
 WRITES_CHECKPOINT = "04_training.ipynb"  # runs first: the other chapters load its checkpoint
 
 
-def toc_notebooks() -> list[Path]:
-    """The notebooks named in ``_toc.yml``, in its order."""
+def toc_files() -> list[str]:
+    """Every document in ``_toc.yml``, root first, in its order, without suffixes
+    (the browser test opens the same list)."""
     import yaml
 
     toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
-    files = []
+    files = [toc["root"]]
 
     def walk(node):
         if isinstance(node, dict):
-            if "file" in node:
-                files.append(node["file"])
+            files.extend([node["file"]] if "file" in node else [])
             for value in node.values():
                 walk(value)
         elif isinstance(node, list):
@@ -43,7 +43,12 @@ def toc_notebooks() -> list[Path]:
                 walk(item)
 
     walk(toc)
-    paths = [ROOT / f"{f.removesuffix('.ipynb')}.ipynb" for f in files]
+    return [f.removesuffix(".ipynb").removesuffix(".md") for f in files]
+
+
+def toc_notebooks() -> list[Path]:
+    """The notebooks named in ``_toc.yml``, in its order."""
+    paths = [ROOT / f"{f}.ipynb" for f in toc_files()]
     return [p for p in paths if p.exists()]
 
 

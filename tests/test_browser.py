@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import http.server
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -49,24 +50,14 @@ def book_config() -> dict:
 
 
 def toc_files() -> list[str]:
-    """Every document in ``_toc.yml``, root first, without its suffix."""
-    path = ROOT / "_toc.yml"
-    if not path.exists():
+    """Every document in ``_toc.yml``, root first, without its suffix: the list
+    ``book/execute.py`` runs, read by the same function."""
+    if not (ROOT / "_toc.yml").exists():
         return []
-    toc = yaml.safe_load(path.read_text())
-    files = [toc["root"]]
-
-    def walk(node):
-        if isinstance(node, dict):
-            files.extend([node["file"]] if "file" in node else [])
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for item in node:
-                walk(item)
-
-    walk(toc)
-    return [f.removesuffix(".ipynb").removesuffix(".md") for f in files]
+    spec = importlib.util.spec_from_file_location("book_execute", ROOT / "book" / "execute.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.toc_files()
 
 
 def colab_url(file: str) -> str:
