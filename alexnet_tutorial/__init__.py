@@ -3,7 +3,7 @@
 from .checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
 from .data import DataError, TensorLoader, make_loaders, mnist_dataset, mnist_tensors, resolve_data_dir
 from .model import AlexNet, layer_table, summary
-from .train import FitResult, TrainConfig, evaluate, fit, pick_device, pick_precision, train
+from .training import FitResult, TrainConfig, evaluate, fit, pick_device, pick_precision, train
 
 __version__ = "0.1.0"
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from torch import nn
 
 from .checkpoint import load_model
-from .train import TrainConfig, train
+from .training import TrainConfig, train
 
 QUICK_ENV = "ALEXNET_TUTORIAL_QUICK"
 CHECKPOINT = Path("checkpoints/alexnet.pt")  # relative to book/, where the notebooks run

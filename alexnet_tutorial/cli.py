@@ -52,7 +52,7 @@ def _int(text):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .train import DEVICES, PRECISIONS, TrainConfig
+    from .training import DEVICES, PRECISIONS, TrainConfig
 
     d = TrainConfig()
     parser = _Parser(prog="alexnet-tutorial", description="Train, evaluate and use an AlexNet on MNIST.")
@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _train(args, out, err) -> int:
-    from .train import TrainConfig, train
+    from .training import TrainConfig, train
 
     if args.resume and (args.force or args.out != "alexnet.pt"):
         raise _UsageError("alexnet-tutorial train: --resume continues FILE in place; "
@@ -131,7 +131,7 @@ def _train(args, out, err) -> int:
 def _evaluate(args, out) -> int:
     from .checkpoint import load_model
     from .data import TensorLoader, mnist_tensors
-    from .train import evaluate, pick_device
+    from .training import evaluate, pick_device
 
     device = pick_device(args.device)
     model = load_model(args.checkpoint).to(device)

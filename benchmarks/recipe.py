@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from alexnet_tutorial.train import TrainConfig, train
+from alexnet_tutorial.training import TrainConfig, train
 
 # name: the settings that differ from TrainConfig's defaults.
 VARIANTS = {

@@ -35,7 +35,7 @@ from torch import nn
 
 from alexnet_tutorial.data import TensorLoader, mnist_dataset, mnist_tensors, subset_indices
 from alexnet_tutorial.model import AlexNet
-from alexnet_tutorial.train import (
+from alexnet_tutorial.training import (
     TrainConfig,
     evaluate,
     make_optimizer,

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from alexnet_tutorial.model import AlexNet
-from alexnet_tutorial.train import autocast, pick_device
+from alexnet_tutorial.training import autocast, pick_device
 
 # name: (batch size, channels_last, precision, threads or None for the default)
 SETTINGS = {

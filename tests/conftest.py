@@ -11,7 +11,7 @@ import torch
 from alexnet_tutorial import checkpoint as ckpt
 from alexnet_tutorial.data import ENV_VAR, MNIST_FILES, mnist_tensors
 from alexnet_tutorial.model import AlexNet
-from alexnet_tutorial.train import TrainConfig, make_optimizer, make_scheduler
+from alexnet_tutorial.training import TrainConfig, make_optimizer, make_scheduler
 
 # CI clones the project beside the shared folder: <parent>/<clone> and <parent>/shared/data.
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

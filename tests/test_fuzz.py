@@ -30,7 +30,7 @@ def folder():
 def checkpoint_bytes(folder):
     """A real checkpoint, as small as the network allows."""
     from alexnet_tutorial.checkpoint import save_checkpoint, training_state
-    from alexnet_tutorial.train import TrainConfig, make_optimizer, make_scheduler
+    from alexnet_tutorial.training import TrainConfig, make_optimizer, make_scheduler
 
     torch.manual_seed(0)
     model = AlexNet(width_mult=0.05)

@@ -123,7 +123,7 @@ def test_resume_is_exact_with_the_torchvision_loader_and_random_shifts(tmp_path,
     """The per-item loader draws its random shifts from the global generator: resuming
     mid-epoch must replay the order and the shifts exactly, as with the tensor loader."""
     from alexnet_tutorial import checkpoint as ckpt
-    from alexnet_tutorial.train import TrainConfig, train
+    from alexnet_tutorial.training import TrainConfig, train
 
     cfg = dict(loader="torchvision", shift=2, subset=192, epochs=2, batch_size=32, checkpoint_every=2,
                width_mult=0.25, device="cpu", data_dir=str(data_dir))

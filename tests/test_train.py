@@ -11,10 +11,10 @@ from torch import nn
 
 from alexnet_tutorial.data import TensorLoader
 from alexnet_tutorial.model import AlexNet
-from alexnet_tutorial.train import FitResult, TrainConfig, evaluate, fit, pick_device, pick_precision, train
+from alexnet_tutorial.training import FitResult, TrainConfig, evaluate, fit, pick_device, pick_precision, train
 
 # The module, not the function of the same name that the package exports.
-train_mod = importlib.import_module("alexnet_tutorial.train")
+train_mod = importlib.import_module("alexnet_tutorial.training")
 TIMING_FIELDS = {"seconds", "images_per_s"}
 quiet = dict(progress=False, log=lambda _msg: None)
 
