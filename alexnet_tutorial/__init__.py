@@ -2,8 +2,9 @@
 
 from .checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
 from .data import DataError, TensorLoader, make_loaders, mnist_dataset, mnist_tensors, resolve_data_dir
+from .devices import pick_device, pick_precision
 from .model import AlexNet, layer_table, summary
-from .training import FitResult, TrainConfig, evaluate, fit, pick_device, pick_precision, train
+from .training import FitResult, TrainConfig, evaluate, fit, train
 
 __version__ = "0.1.0"
 

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 FORMAT = "alexnet-tutorial-checkpoint"
-VERSION = 1
+VERSION = 2  # 2: run_id, device and precision; 1 is read too
 
 
 class CheckpointError(RuntimeError):
@@ -131,14 +131,21 @@ def _rng_state() -> dict:
     rng = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         rng["cuda"] = torch.cuda.get_rng_state_all()
+    mps = getattr(torch, "mps", None)
+    if mps is not None and torch.backends.mps.is_available():
+        rng["mps"] = mps.get_rng_state()
     return rng
 
 
 def training_state(model, optimizer, scheduler, scaler, cfg, *, epoch: int, step: int,
-                   history: list, running: dict, best: dict) -> dict:
+                   history: list, running: dict, best: dict, run_id: str | None = None,
+                   device: str = "cpu", precision: str = "fp32") -> dict:
     """The dict a checkpoint holds: enough to rebuild the model and to resume exactly.
 
-    ``epoch`` counts finished epochs and ``step`` the steps done in the next one."""
+    ``epoch`` counts finished epochs and ``step`` the steps done in the next one; ``best`` is
+    the best epoch so far and its accuracy; ``run_id`` ties the run's ``.best`` file to it;
+    ``device`` (type) and ``precision`` are what the run resolved, so that a resume can say
+    when it runs elsewhere."""
     return {
         "format": FORMAT, "version": VERSION,
         "arch": type(model).__name__, "width_mult": float(getattr(model, "width_mult", 1.0)),
@@ -151,6 +158,8 @@ def training_state(model, optimizer, scheduler, scaler, cfg, *, epoch: int, step
         "history": [dict(h) for h in history],
         "running": dict(running),
         "best": dict(best),
+        "run_id": run_id,
+        "device": str(device), "precision": precision,
         "rng": _rng_state(),
         "torch_version": str(torch.__version__),
     }
@@ -163,23 +172,36 @@ def restore_training(state: dict, model, optimizer, scheduler, scaler) -> None:
         optimizer.load_state_dict(state["optimizer"])
         if scheduler is not None and state.get("scheduler") is not None:
             scheduler.load_state_dict(state["scheduler"])
-        if scaler is not None and state.get("scaler") is not None:
+        if scaler is not None and scaler.is_enabled() and state.get("scaler") is not None:
             scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["rng"]["torch"])
         if "cuda" in state["rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        if "mps" in state["rng"] and torch.backends.mps.is_available():
+            torch.mps.set_rng_state(state["rng"]["mps"])
     except (KeyError, ValueError, RuntimeError, TypeError) as exc:
         raise CheckpointError(f"checkpoint cannot be resumed: {exc}") from None
 
 
-def restore_best(state: dict, path=None) -> dict:
-    """The best epoch so far of a resumed run, with its weights from the ``.best`` file."""
-    best = dict(state.get("best") or {"epoch": 0, "accuracy": -1.0})
-    best["state"] = None
-    if best.get("epoch", 0) > 0 and path is not None and best_path(path).exists():
+def best_from_history(history: list) -> dict:
+    """The best epoch of a history (1-based) and its test accuracy; epoch 0 when empty."""
+    if not history:
+        return {"epoch": 0, "accuracy": -1.0}
+    top = max(history, key=lambda h: h["test_accuracy"])  # the first of equals, as training keeps it
+    return {"epoch": int(top["epoch"]), "accuracy": float(top["test_accuracy"])}
+
+
+def find_best(state: dict, path=None) -> dict | None:
+    """The checkpoint that holds the best epoch's weights of the run in ``state`` (read from
+    ``path``): ``state`` itself when it was written at the end of that epoch, else the
+    ``.best`` file beside ``path`` when it belongs to the same run and epoch; else None."""
+    best = state.get("best") or best_from_history(state["history"])
+    if not best["epoch"]:
+        return None
+    if best["epoch"] == state["epoch"] and state.get("step", 0) == 0:
+        return state
+    if path is not None and best_path(path).exists():
         saved = load_checkpoint(best_path(path))
-        if saved["epoch"] == best["epoch"]:
-            best["state"] = saved["model"]
-    if best["state"] is None:
-        best = {"epoch": 0, "accuracy": -1.0, "state": None}
-    return best
+        if saved.get("run_id") == state.get("run_id") and saved["epoch"] == best["epoch"]:
+            return saved
+    return None

@@ -51,32 +51,56 @@ def _int(text):
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
 
 
+# The train flags that set a TrainConfig field of the same name.
+_TRAIN_FIELDS = ("epochs", "batch_size", "lr", "seed", "device", "precision", "data_dir", "subset", "loader",
+                 "width_mult", "checkpoint_every", "channels_last", "compile")
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _layout(text):
+    choices = {"auto": None, "on": True, "off": False}
+    if text not in choices:
+        raise argparse.ArgumentTypeError(f"expected auto, on or off, got {text!r}")
+    return choices[text]
+
+
 def build_parser() -> argparse.ArgumentParser:
-    from .training import DEVICES, PRECISIONS, TrainConfig
+    from .devices import DEVICES, PRECISIONS
+    from .training import TrainConfig
 
     d = TrainConfig()
     parser = _Parser(prog="alexnet-tutorial", description="Train, evaluate and use an AlexNet on MNIST.")
     sub = parser.add_subparsers(dest="command", metavar="{train,evaluate,predict}", parser_class=_Parser)
     sub.required = True
 
+    # Every setting defaults to None ("not given"), so that a resumed run can tell the flags
+    # the user typed from the defaults.
     t = sub.add_parser("train", help="train on MNIST and write a checkpoint")
-    t.add_argument("--epochs", type=_positive_int, default=d.epochs,
-                   help=f"passes over the training set (default {d.epochs})")
-    t.add_argument("--batch-size", type=_positive_int, default=d.batch_size, help=f"default {d.batch_size}")
-    t.add_argument("--lr", type=_positive_float, default=d.lr, help=f"peak learning rate (default {d.lr})")
-    t.add_argument("--seed", type=_int, default=d.seed, help=f"default {d.seed}")
-    t.add_argument("--device", choices=DEVICES, default=d.device, help="default auto: CUDA, else MPS, else CPU")
-    t.add_argument("--precision", choices=PRECISIONS, default=d.precision, help="default auto")
-    t.add_argument("--data-dir", default=None,
-                   help="MNIST root (default: $ALEXNET_TUTORIAL_DATA or ~/.cache/alexnet-tutorial)")
-    t.add_argument("--subset", type=_positive_int, default=None, help="train on the first N training images")
-    t.add_argument("--loader", choices=("tensor", "torchvision"), default=d.loader, help="default tensor (fast)")
-    t.add_argument("--width-mult", type=_positive_float, default=d.width_mult, help="scale all widths (default 1)")
-    t.add_argument("--checkpoint-every", type=_positive_int, default=None, metavar="STEPS",
-                   help="also checkpoint every STEPS optimizer steps (default: at epoch ends only)")
-    t.add_argument("--out", default="alexnet.pt",
-                   help="checkpoint to write (default alexnet.pt; best epoch in alexnet.best.pt)")
-    t.add_argument("--resume", metavar="FILE", default=None, help="continue the run saved in FILE")
+    t.add_argument("--epochs", type=_positive_int, help=f"passes over the training set (default {d.epochs})")
+    t.add_argument("--batch-size", type=_positive_int, help=f"default {d.batch_size}")
+    t.add_argument("--lr", type=_positive_float, help=f"peak learning rate (default {d.lr})")
+    t.add_argument("--seed", type=_int, help=f"0 to 2**32-1 (default {d.seed})")
+    t.add_argument("--device", choices=DEVICES, help="default auto: CUDA, else MPS, else CPU")
+    t.add_argument("--precision", choices=PRECISIONS, help="default auto: bf16 or fp16 where native, else fp32")
+    t.add_argument("--channels-last", type=_layout, metavar="{auto,on,off}",
+                   help="NHWC memory layout (default auto: on for CUDA and CPU, off for MPS)")
+    t.add_argument("--compile", action="store_true", default=None,
+                   help="torch.compile the model (slow to start; pays off on GPUs)")
+    t.add_argument("--data-dir", help="MNIST root (default: $ALEXNET_TUTORIAL_DATA or ~/.cache/alexnet-tutorial)")
+    t.add_argument("--subset", type=_positive_int, help="train on the first N training images")
+    t.add_argument("--loader", choices=("tensor", "torchvision"), help="default tensor (fast)")
+    t.add_argument("--width-mult", type=_positive_float, help="scale all widths (default 1)")
+    t.add_argument("--checkpoint-every", type=_positive_int, metavar="STEPS",
+                   help="also checkpoint every STEPS optimizer steps, counted over the whole run "
+                        "(default: at epoch ends only)")
+    t.add_argument("--out", help="checkpoint to write (default alexnet.pt, or with --resume the resumed file; "
+                                 "best epoch beside it, e.g. alexnet.best.pt)")
+    t.add_argument("--resume", metavar="FILE", default=None,
+                   help="continue the run saved in FILE; --epochs, --device, --precision, --channels-last, "
+                        "--compile, --data-dir and --checkpoint-every may change, other flags must match it")
     t.add_argument("--force", action="store_true", help="overwrite an existing --out file")
     t.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
     t.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -90,36 +114,37 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="read the digit in each image file")
     p.add_argument("checkpoint")
     p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--device", choices=DEVICES, default="auto")
     p.add_argument("--json", action="store_true")
     return parser
 
 
 def _train(args, out, err) -> int:
-    from .training import TrainConfig, train
+    from .checkpoint import best_path, load_checkpoint
+    from .training import ResumeMismatch, TrainConfig, train
 
-    if args.resume and (args.force or args.out != "alexnet.pt"):
-        raise _UsageError("alexnet-tutorial train: --resume continues FILE in place; "
-                          "it takes neither --out nor --force")
     log = (lambda msg: print(msg, file=err)) if args.json else (lambda msg: print(msg, file=out))
+    given = {name: getattr(args, name) for name in _TRAIN_FIELDS if getattr(args, name) is not None}
     if args.resume:
-        cfg = TrainConfig(data_dir=args.data_dir) if args.data_dir else None
-        result = train(cfg, resume=args.resume, progress=not args.no_progress, log=log)
-        path = args.resume
+        saved = load_checkpoint(args.resume)["config"]
+        cfg = TrainConfig.from_dict({**saved, **given})
     else:
-        cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                          device=args.device, precision=args.precision, data_dir=args.data_dir,
-                          subset=args.subset, loader=args.loader, width_mult=args.width_mult,
-                          checkpoint_every=args.checkpoint_every or 0)
-        result = train(cfg, out=args.out, force=args.force, progress=not args.no_progress, log=log)
-        path = args.out
-    from .checkpoint import best_path
+        cfg = TrainConfig(**given)
+    path = args.out or args.resume or "alexnet.pt"
+    try:
+        result = train(cfg, out=path, resume=args.resume, force=args.force, progress=not args.no_progress, log=log)
+    except ResumeMismatch as exc:
+        raise _UsageError(f"alexnet-tutorial train: {_flag(exc.name)} {exc.given} differs from {exc.saved}, the "
+                          f"setting of the run in {args.resume}; a resumed run keeps its recipe (change only "
+                          "--epochs, --device, --precision, --channels-last, --compile, --data-dir, "
+                          "--checkpoint-every)") from None
 
     final = result.history[-1]
     summary = {"checkpoint": str(path), "best_checkpoint": str(best_path(path)),
                "device": result.device, "precision": result.precision,
                "test_accuracy": final["test_accuracy"], "test_loss": final["test_loss"],
                "best_epoch": result.best_epoch, "best_accuracy": result.best_accuracy,
-               "history": result.history}
+               "compile_seconds": result.compile_seconds, "history": result.history}
     if args.json:
         print(json.dumps(summary, indent=2), file=out)
     else:
@@ -131,7 +156,8 @@ def _train(args, out, err) -> int:
 def _evaluate(args, out) -> int:
     from .checkpoint import load_model
     from .data import TensorLoader, mnist_tensors
-    from .training import evaluate, pick_device
+    from .devices import pick_device
+    from .training import evaluate
 
     device = pick_device(args.device)
     model = load_model(args.checkpoint).to(device)
@@ -147,9 +173,10 @@ def _evaluate(args, out) -> int:
 
 def _predict(args, out) -> int:
     from .checkpoint import load_model
+    from .devices import pick_device
     from .images import predict_files
 
-    model = load_model(args.checkpoint)
+    model = load_model(args.checkpoint).to(pick_device(args.device))
     results = predict_files(model, args.images)
     if args.json:
         print(json.dumps(results, indent=2), file=out)

@@ -21,6 +21,9 @@ DEFAULT_DATA_DIR = Path("~/.cache/alexnet-tutorial").expanduser()
 MNIST_MEAN = 0.1307
 MNIST_STD = 0.3081
 
+# Training images of each digit 0-9 (the published split; digit 5 has the fewest).
+MNIST_TRAIN_CLASS_COUNTS = (5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949)
+
 # name: (magic number, item count, bytes) of the four uncompressed MNIST files.
 MNIST_FILES = {
     "train-images-idx3-ubyte": (2051, 60_000, 16 + 60_000 * 28 * 28),
@@ -142,16 +145,26 @@ def subset_indices(targets: torch.Tensor, n: int, stratified: bool = False) -> t
     picked = []
     for c, k in zip(classes.tolist(), per_class):
         idx = torch.nonzero(targets == c).flatten()[:k]
+        if len(idx) < k:
+            raise ValueError(f"a stratified subset of {n} images needs {k} images of digit {c}, "
+                             f"but there are only {len(idx)}")
         picked.append(idx)
     return torch.sort(torch.cat(picked)).values
 
 
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of epoch ``epoch``'s data order and shifts: a function of the run's seed and
+    the epoch alone, so that any epoch can be replayed (both loaders use it)."""
+    return seed * 1_000_003 + epoch
+
+
 def make_loaders(batch_size: int = 128, data_dir=None, subset: int | None = None,
                  stratified: bool = False, seed: int = 0, eval_batch_size: int = 1000,
-                 transform=None, shift: int = 0):
+                 transform=None, shift: int = 0, drop_last: bool = False):
     """The torchvision way: per-item datasets and ``DataLoader`` s (shuffled, seeded) for
     training and evaluation. ``shift`` moves each training image by up to that many pixels
-    (``RandomAffine``), as :class:`TensorLoader` does. Returns ``(train_loader, test_loader)``."""
+    (``RandomAffine``), as :class:`TensorLoader` does; ``drop_last`` drops a short last training
+    batch. Returns ``(train_loader, test_loader)``."""
     from torchvision import transforms
 
     transform = transform or default_transform()
@@ -164,7 +177,8 @@ def make_loaders(batch_size: int = 128, data_dir=None, subset: int | None = None
     if subset is not None:
         train_set = Subset(train_set, subset_indices(train_set.targets, subset, stratified).tolist())
     generator = torch.Generator().manual_seed(seed)
-    train_loader = DataLoader(train_set, batch_size=batch_size, shuffle=True, generator=generator)
+    train_loader = DataLoader(train_set, batch_size=batch_size, shuffle=True, generator=generator,
+                              drop_last=drop_last)
     test_loader = DataLoader(test_set, batch_size=eval_batch_size, shuffle=False)
     return train_loader, test_loader
 
@@ -189,19 +203,23 @@ class TensorLoader:
     The order of epoch ``e`` is a permutation drawn from a generator seeded with
     ``(seed, e)``, and so are the random shifts, so any epoch (and any step within it)
     can be replayed exactly: that is what makes resuming a killed run bit-identical.
-    ``shift`` moves each training image by up to that many pixels in x and y.
+    ``shift`` moves each training image by up to that many pixels in x and y; ``drop_last``
+    drops a short last batch, so that every batch has one shape (for ``torch.compile``).
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int,
-                 shuffle: bool = False, seed: int = 0, shift: int = 0):
+                 shuffle: bool = False, seed: int = 0, shift: int = 0, drop_last: bool = False):
         if len(images) != len(labels):
             raise ValueError("images and labels differ in length")
         self.images, self.labels = images, labels
         self.batch_size, self.shuffle, self.seed, self.shift = batch_size, shuffle, seed, shift
+        self.drop_last = drop_last
         self.epoch, self.start_step = 0, 0
         self.background = float(images.min()) if len(images) else 0.0
 
     def __len__(self) -> int:
+        if self.drop_last:
+            return len(self.labels) // self.batch_size
         return (len(self.labels) + self.batch_size - 1) // self.batch_size
 
     @property
@@ -216,14 +234,14 @@ class TensorLoader:
         n, device = len(self.labels), self.labels.device
         order = shifts = None
         if self.shuffle or self.shift:
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            g = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
             if self.shuffle:
                 order = torch.randperm(n, generator=g).to(device)
             if self.shift:
                 shifts = torch.randint(-self.shift, self.shift + 1, (n, 2), generator=g).to(device)
         for step in range(self.start_step, len(self)):
             idx = slice(step * self.batch_size, (step + 1) * self.batch_size)
-            batch = order[idx] if order is not None else torch.arange(n, device=device)[idx]
+            batch = order[idx] if order is not None else idx  # a slice is a view: no copy
             x, y = self.images[batch], self.labels[batch]
             if shifts is not None:
                 x = shift_images(x, shifts[batch], self.shift, self.background)

@@ -1,15 +1,19 @@
 """Settings, the training loop and evaluation (chapter "Training").
 
 Training and evaluation are plain functions with explicit arguments: ``evaluate`` gets the
-model it evaluates (the original's ``validate`` read a global ``net`` instead).
+model it evaluates (the original's ``validate`` read a global ``net`` instead). ``fit`` is a
+short loop over small named steps: :func:`run_epoch`, :func:`end_epoch`, and the checkpoint
+writes in ``fit`` itself.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
-from dataclasses import asdict, dataclass, fields
+import uuid
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import torch
@@ -17,13 +21,25 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
-from .data import TensorLoader, make_loaders, mnist_tensors
+from .data import MNIST_TRAIN_CLASS_COUNTS, TensorLoader, epoch_seed, make_loaders, mnist_tensors
+from .devices import (
+    DEVICES,
+    PRECISIONS,
+    accumulator_dtype,
+    autocast,
+    describe_device,
+    pick_channels_last,
+    pick_device,
+    pick_precision,
+    precision_note,
+    synchronize,
+)
 from .model import AlexNet
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-DEVICES = ("auto", "cpu", "cuda", "mps")
 LOADERS = ("tensor", "torchvision")
 SCHEDULES = ("onecycle", "constant")
+MAX_SEED = 2**32 - 1
+LOG_EVERY = 20  # steps between reads of the running loss (a read waits for the GPU)
 
 
 @dataclass
@@ -37,14 +53,15 @@ class TrainConfig:
     weight_decay: float = 5e-4     # L2 penalty on conv and linear weights (not biases)
     schedule: str = "onecycle"     # "onecycle": linear warm-up, then linear decay to 0; or "constant"
     warmup: float = 0.15           # fraction of all steps spent warming up (onecycle only)
-    label_smoothing: float = 0.1   # target probability moved evenly onto the other classes
+    label_smoothing: float = 0.1   # share of the target spread over all 10 classes: 0.91 true, 0.01 each other
     shift: int = 2                 # random translation of training images, in pixels (0: none)
     dropout: float = 0.5           # drop probability before fc1 and fc2
     width_mult: float = 1.0        # scales every channel and hidden width
-    seed: int = 0                  # weights, data order, shifts and dropout all follow it
+    seed: int = 0                  # 0 .. 2**32-1; weights, data order, shifts and dropout all follow it
     device: str = "auto"           # "auto": CUDA, else MPS, else CPU
     precision: str = "auto"        # "auto": bf16/fp16 where the hardware runs it natively
-    channels_last: bool = True     # NHWC memory layout: faster convolutions on CPU and GPU
+    channels_last: bool | None = None  # NHWC memory layout; None: where measured faster (CUDA, bf16 CPUs)
+    compile: bool = False          # torch.compile the model (CUDA graphs on CUDA); drops a short last batch
     loader: str = "tensor"         # "tensor": whole set on the device; "torchvision": per-item
     data_dir: str | None = None    # MNIST root; None: $ALEXNET_TUTORIAL_DATA or the default
     subset: int | None = None      # train on the first N training images only (quick runs)
@@ -83,6 +100,15 @@ class TrainConfig:
              f"subset must be between 1 and 60000 images, got {self.subset}")
         need(isinstance(self.checkpoint_every, int) and self.checkpoint_every >= 0,
              f"checkpoint_every must be >= 0 steps, got {self.checkpoint_every}")
+        need(isinstance(self.seed, int) and 0 <= self.seed <= MAX_SEED,
+             f"seed must be a whole number from 0 to {MAX_SEED}, got {self.seed}")
+        most = len(MNIST_TRAIN_CLASS_COUNTS) * min(MNIST_TRAIN_CLASS_COUNTS)
+        need(not (self.stratified and self.subset and self.subset > most),
+             f"a stratified subset can have at most {most} images (digit 5 has only "
+             f"{min(MNIST_TRAIN_CLASS_COUNTS)} training images), got {self.subset}")
+        need(self.channels_last in (None, True, False), f"channels_last must be None, True or False, "
+             f"got {self.channels_last!r}")
+        need(self.compile in (True, False), f"compile must be True or False, got {self.compile!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -101,66 +127,46 @@ ORIGINAL_RECIPE = dict(batch_size=64, lr=0.01, momentum=0.9, weight_decay=0.0, s
                        loader="torchvision")
 
 
-def pick_device(name: str = "auto") -> torch.device:
-    """``auto``: CUDA, else Apple's MPS, else CPU. A named device that is not there is an error."""
-    mps = getattr(torch.backends, "mps", None)
-    has_mps = bool(mps and mps.is_available())
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "mps" if has_mps else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' is not available on this machine (no CUDA GPU); use --device auto or cpu")
-    if name == "mps" and not has_mps:
-        raise ValueError("device 'mps' is not available on this machine (no Apple GPU); use --device auto or cpu")
-    if name not in DEVICES:
-        raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {name!r}")
-    return torch.device(name)
+# What a resumed run may change: where and how it runs, how long, how often it saves. Every
+# other setting is part of the recipe and stays the run's own.
+RESUMABLE = ("epochs", "device", "precision", "channels_last", "compile", "data_dir", "checkpoint_every",
+             "eval_batch_size")
 
 
-def cpu_has_native_bf16() -> bool:
-    """True when the CPU has bf16 instructions (x86 AVX512-BF16 or AMX, Arm BF16)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    flags = set()
-    for line in text.splitlines():
-        if line.startswith(("flags", "Features")):
-            flags.update(line.split(":", 1)[1].split())
-    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+class ResumeMismatch(ValueError):
+    """A setting given for a resumed run differs from the one the run was started with."""
+
+    def __init__(self, name: str, given, saved, path):
+        self.name, self.given, self.saved = name, given, saved
+        super().__init__(f"{name}={given!r} differs from the run's {name}={saved!r} in {path}; a resumed run "
+                         f"keeps its recipe (only {', '.join(RESUMABLE)} may change)")
 
 
-def pick_precision(name: str, device: torch.device) -> str:
-    """Resolve ``auto``: bf16 on GPUs and CPUs that run it natively, fp16 (with a gradient
-    scaler) on older CUDA GPUs, fp32 elsewhere. An explicit choice the device lacks is an error."""
-    if device.type == "cuda":
-        bf16 = torch.cuda.get_device_capability(device)[0] >= 8
-        auto = "bf16" if bf16 else "fp16"
-    elif device.type == "cpu":
-        bf16 = True  # runs everywhere, emulated where not native
-        auto = "bf16" if cpu_has_native_bf16() else "fp32"
-    else:
-        bf16, auto = False, "fp32"
-    if name == "auto":
-        return auto
-    if name == "fp16" and device.type != "cuda":
-        raise ValueError(f"precision fp16 needs a CUDA GPU, not {device.type}")
-    if name == "bf16" and not bf16:
-        raise ValueError(f"precision bf16 is not supported on {device.type} here")
-    return name
+def resume_config(saved: dict, cfg: TrainConfig | None, path="checkpoint") -> TrainConfig:
+    """The settings of a resumed run: the checkpoint's ``saved`` ones, with the fields of
+    :data:`RESUMABLE` taken from ``cfg``. Any other field of ``cfg`` must agree with the
+    checkpoint's, or :class:`ResumeMismatch` names it."""
+    base = TrainConfig.from_dict(saved)
+    if cfg is None:
+        return base
+    for f in fields(TrainConfig):
+        if f.name not in RESUMABLE and getattr(cfg, f.name) != getattr(base, f.name):
+            raise ResumeMismatch(f.name, getattr(cfg, f.name), getattr(base, f.name), path)
+    changes = {name: getattr(cfg, name) for name in RESUMABLE}
+    if cfg.data_dir is None:  # not given: the data stays where the run found it
+        changes["data_dir"] = base.data_dir
+    return replace(base, **changes)
 
 
-def autocast(device: torch.device, precision: str):
-    """The autocast context for a resolved precision (a no-op for fp32)."""
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-    return torch.autocast(device_type=device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
-
-
-def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """SGD with Nesterov momentum; weight decay on weights only, not on biases."""
+def make_optimizer(model: nn.Module, cfg: TrainConfig, device=None) -> torch.optim.Optimizer:
+    """SGD with Nesterov momentum; weight decay on weights only, not on biases. On CUDA the
+    update of all parameters runs as one fused kernel."""
     decay = [p for p in model.parameters() if p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.ndim <= 1]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
+    fused = device is not None and torch.device(device).type == "cuda"
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0,
+                           **({"fused": True} if fused else {}))
 
 
 def make_scheduler(optimizer, cfg: TrainConfig, steps_per_epoch: int):
@@ -184,34 +190,38 @@ def evaluate(model: nn.Module, loader, device, precision: str = "fp32") -> dict:
     """Mean cross-entropy and accuracy of ``model`` over ``loader``.
 
     Runs in eval mode (dropout off) without autograd, and puts the model back in the mode
-    it was in. Returns ``{"loss": float, "accuracy": float in [0, 1], "count": int}``.
+    it was in. The sums stay on the device until the end (one read, not one per batch).
+    Returns ``{"loss": float, "accuracy": float in [0, 1], "count": int}``.
     """
     device = torch.device(device)
     was_training = model.training
     model.eval()
-    total_loss, correct, count = 0.0, 0, 0
+    total_loss = torch.zeros((), dtype=accumulator_dtype(device), device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    count = 0
     try:
         for images, labels in loader:
             images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
             with autocast(device, precision):
                 logits = model(images)
-            total_loss += nn.functional.cross_entropy(logits.float(), labels, reduction="sum").item()
-            correct += (logits.argmax(1) == labels).sum().item()
+            total_loss += nn.functional.cross_entropy(logits.float(), labels, reduction="sum")
+            correct += (logits.argmax(1) == labels).sum()
             count += len(labels)
     finally:
         model.train(was_training)
     if count == 0:
         raise ValueError("evaluate got an empty loader")
-    return {"loss": total_loss / count, "accuracy": correct / count, "count": count}
+    return {"loss": total_loss.item() / count, "accuracy": correct.item() / count, "count": count}
 
 
 def train_step(model: nn.Module, images, labels, optimizer, scheduler, scaler, loss_fn, device,
-               precision: str = "fp32", channels_last: bool = False) -> float:
-    """One optimizer step on one batch; returns the batch's mean loss.
+               precision: str = "fp32", channels_last: bool = False) -> torch.Tensor:
+    """One optimizer step on one batch; returns the batch's mean loss as a tensor on the
+    device (reading it as a number would make the CPU wait for the GPU at every step).
 
     Moves the batch to ``device``, runs the model under autocast, clears the old gradients,
-    backpropagates (through the gradient scaler, a no-op unless fp16), steps the optimizer and
-    the learning-rate schedule.
+    backpropagates (through the gradient scaler, a no-op unless fp16: it skips a step whose
+    gradients overflowed), steps the optimizer and the learning-rate schedule.
     """
     images = images.to(device, non_blocking=True)
     labels = labels.to(device, non_blocking=True)
@@ -224,7 +234,7 @@ def train_step(model: nn.Module, images, labels, optimizer, scheduler, scaler, l
     scaler.step(optimizer)
     scaler.update()
     scheduler.step()
-    return loss.item()
+    return loss.detach()
 
 
 def _start_epoch(loader, seed: int, epoch: int, start_step: int):
@@ -234,7 +244,7 @@ def _start_epoch(loader, seed: int, epoch: int, start_step: int):
         return iter(loader)
     generator = getattr(loader, "generator", None)
     if generator is not None:  # a DataLoader: its shuffle order follows this generator
-        generator.manual_seed(seed * 1_000_003 + epoch)
+        generator.manual_seed(epoch_seed(seed, epoch))
     it = iter(loader)
     # Skipped batches may draw random shifts from the global generator; the checkpoint
     # already holds its state after those draws, so skip without touching it.
@@ -250,106 +260,226 @@ class FitResult:
 
     model: nn.Module            # the network after the last epoch
     history: list[dict]         # per epoch: epoch, train_loss, test_loss, test_accuracy, seconds, images_per_s
-    best_state: dict            # state_dict of the epoch with the best test accuracy
+    best_state: dict | None     # state_dict of the epoch with the best test accuracy (None: not at hand)
     best_epoch: int             # 1-based
     best_accuracy: float
     precision: str
     device: str
+    compile_seconds: float | None = None  # with compile: how long the first step (compilation) took
 
     def best_model(self) -> nn.Module:
         """A copy of the network with the best epoch's weights."""
+        if self.best_state is None:
+            raise ValueError(f"the weights of the best epoch ({self.best_epoch}) are not at hand: its .best "
+                             "checkpoint was missing or from another run when this run was resumed")
         best = copy.deepcopy(self.model)
         best.load_state_dict(self.best_state)
         return best
 
 
+@dataclass
+class RunState:
+    """Where a run stands: its position, its history and its best epoch so far. A checkpoint
+    stores it and a resume restores it (chapter "Saving and loading")."""
+
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex)  # ties a run's .best file to it
+    epoch: int = 0               # finished epochs
+    step: int = 0                # steps done in the epoch under way
+    history: list = field(default_factory=list)
+    loss_sum: float = 0.0        # training loss summed over the images of the epoch under way
+    count: int = 0               # images of the epoch under way
+    best_epoch: int = 0          # 1-based; 0: none yet
+    best_accuracy: float = -1.0
+
+    def fields(self) -> dict:
+        """The keyword arguments of :func:`alexnet_tutorial.checkpoint.training_state`."""
+        return {"epoch": self.epoch, "step": self.step, "history": self.history, "run_id": self.run_id,
+                "running": {"loss_sum": self.loss_sum, "count": self.count},
+                "best": {"epoch": self.best_epoch, "accuracy": self.best_accuracy}}
+
+    @classmethod
+    def from_checkpoint(cls, state: dict) -> RunState:
+        best = state.get("best") or ckpt.best_from_history(state["history"])
+        return cls(run_id=state.get("run_id") or uuid.uuid4().hex, epoch=state["epoch"], step=state["step"],
+                   history=[dict(h) for h in state["history"]], loss_sum=state["running"]["loss_sum"],
+                   count=state["running"]["count"], best_epoch=best["epoch"], best_accuracy=best["accuracy"])
+
+
+@contextlib.contextmanager
+def _cudnn_autotune(device: torch.device):
+    """On CUDA let cuDNN time its convolution algorithms once per shape and keep the fastest;
+    the global flag is put back afterwards."""
+    before = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = before or device.type == "cuda"
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = before
+
+
 def fit(model: nn.Module, train_loader, test_loader, cfg: TrainConfig, *, device=None,
-        checkpoint_path=None, resume: dict | None = None, progress: bool = True,
+        checkpoint_path=None, resume: dict | None = None, resume_path=None, progress: bool = True,
         log=print) -> FitResult:
     """Train ``model`` for ``cfg.epochs`` epochs, evaluating on ``test_loader`` after each.
 
     With ``checkpoint_path`` a checkpoint is written atomically at every epoch end (and every
     ``cfg.checkpoint_every`` steps), and the best epoch's is kept beside it (see
     :func:`alexnet_tutorial.checkpoint.best_path`). ``resume`` is a loaded checkpoint to
-    continue from: the run then ends bit-identical to one that was never interrupted.
+    continue from (read from ``resume_path``, by default ``checkpoint_path``): on the same
+    device type and precision the run then ends bit-identical to one never interrupted.
     """
     device = torch.device(device) if device is not None else pick_device(cfg.device)
     precision = pick_precision(cfg.precision, device)
+    channels_last = pick_channels_last(cfg.channels_last, device, precision)
     model.to(device)
-    if cfg.channels_last:
+    if channels_last:
         model.to(memory_format=torch.channels_last)
-    optimizer = make_optimizer(model, cfg)
-    scheduler = make_scheduler(optimizer, cfg, len(train_loader))
+    steps_per_epoch = len(train_loader)
+    optimizer = make_optimizer(model, cfg, device)
+    scheduler = make_scheduler(optimizer, cfg, steps_per_epoch)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    where = {"device": device.type, "precision": precision}
 
-    epoch, step, history = 0, 0, []
-    loss_sum, loss_count = 0.0, 0
-    best = {"epoch": 0, "accuracy": -1.0, "state": None}
+    run, best_state = RunState(), None
     if resume is not None:
         ckpt.restore_training(resume, model, optimizer, scheduler, scaler)
-        epoch, step, history = resume["epoch"], resume["step"], list(resume["history"])
-        loss_sum, loss_count = resume["running"]["loss_sum"], resume["running"]["count"]
-        best = ckpt.restore_best(resume, checkpoint_path)
+        run = RunState.from_checkpoint(resume)
+        best_state = _restore_best(resume, run, resume_path or checkpoint_path, checkpoint_path, log)
+        _log_resume(resume, run, cfg, where, log)
 
-    def save(at_epoch, at_step):
+    def save(is_best: bool = False):
         if checkpoint_path is None:
             return
-        state = ckpt.training_state(model, optimizer, scheduler, scaler, cfg, epoch=at_epoch, step=at_step,
-                                    history=history, running={"loss_sum": loss_sum, "count": loss_count},
-                                    best={"epoch": best["epoch"], "accuracy": best["accuracy"]})
-        ckpt.save_checkpoint(state, checkpoint_path)
-        if at_step == 0 and best["epoch"] == at_epoch:
+        state = ckpt.training_state(model, optimizer, scheduler, scaler, cfg, **run.fields(), **where)
+        if is_best:  # the .best file first: a kill between the two writes then loses nothing
             ckpt.save_checkpoint(state, ckpt.best_path(checkpoint_path))
+        ckpt.save_checkpoint(state, checkpoint_path)
 
-    log(f"training on {device.type}, precision {precision}, "
-        f"{'channels_last' if cfg.channels_last else 'contiguous'}, {len(train_loader.dataset):,} images, "
-        f"{len(train_loader)} steps per epoch")
+    log(f"training on {describe_device(device)}")
+    log(f"precision {precision}, {'channels_last' if channels_last else 'contiguous'} layout, "
+        f"{len(train_loader.dataset):,} images, batch {cfg.batch_size}, {steps_per_epoch} steps per epoch, "
+        f"{cfg.epochs} epochs")
+    note = precision_note(precision, device)
+    if note:
+        log(note)
+    step_model = model
+    if cfg.compile:
+        step_model = torch.compile(model, mode="reduce-overhead" if device.type == "cuda" else None)
+    compile_seconds = None
     model.train()
-    while epoch < cfg.epochs:
-        started = time.perf_counter()
-        batches = _start_epoch(train_loader, cfg.seed, epoch, step)
-        bar = tqdm(batches, total=len(train_loader), initial=step, desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                   disable=not progress, leave=False)
-        for images, labels in bar:
-            loss = train_step(model, images, labels, optimizer, scheduler, scaler, loss_fn, device, precision,
-                              cfg.channels_last)
-            loss_sum += loss * len(labels)
-            loss_count += len(labels)
-            step += 1
-            if step % 20 == 0:
-                bar.set_postfix(loss=f"{loss_sum / loss_count:.4f}")
-            if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < len(train_loader):
-                save(epoch, step)
-        bar.close()
-        seconds = time.perf_counter() - started
-        result = evaluate(model, test_loader, device, precision)
-        record = {"epoch": epoch + 1, "train_loss": loss_sum / max(loss_count, 1),
-                  "test_loss": result["loss"], "test_accuracy": result["accuracy"],
-                  "seconds": seconds, "images_per_s": loss_count / seconds if seconds > 0 else 0.0}
-        history.append(record)
-        epoch, step, loss_sum, loss_count = epoch + 1, 0, 0.0, 0
-        if record["test_accuracy"] > best["accuracy"]:
-            best = {"epoch": epoch, "accuracy": record["test_accuracy"],
-                    "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
-        log(f"epoch {epoch}/{cfg.epochs}  train loss {record['train_loss']:.4f}  "
-            f"test loss {record['test_loss']:.4f}  test accuracy {100 * record['test_accuracy']:.2f}%  "
-            f"{seconds:.1f} s ({record['images_per_s']:,.0f} images/s)")
-        save(epoch, 0)
-    if best["state"] is None:  # resumed from a finished run's last checkpoint
-        best["state"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    return FitResult(model=model, history=history, best_state=best["state"], best_epoch=best["epoch"],
-                     best_accuracy=best["accuracy"], precision=precision, device=str(device))
+    with _cudnn_autotune(device):
+        while run.epoch < cfg.epochs:
+            seconds, seen, first = run_epoch(step_model, train_loader, cfg, run, device, precision, channels_last,
+                                             (optimizer, scheduler, scaler, loss_fn), save, progress)
+            if cfg.compile and compile_seconds is None:
+                compile_seconds = first
+                log(f"torch.compile: the first step (compiling) took {first:.1f} s")
+            record = end_epoch(model, test_loader, cfg, run, device, precision, seconds, seen, log)
+            is_best = record["test_accuracy"] > run.best_accuracy
+            if is_best:
+                run.best_epoch, run.best_accuracy = run.epoch, record["test_accuracy"]
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            save(is_best)
+    return FitResult(model=model, history=run.history, best_state=best_state, best_epoch=run.best_epoch,
+                     best_accuracy=run.best_accuracy, precision=precision, device=str(device),
+                     compile_seconds=compile_seconds)
+
+
+def run_epoch(model, loader, cfg: TrainConfig, run: RunState, device, precision, channels_last, parts, save,
+              progress: bool = True):
+    """The steps of one epoch (from ``run.step`` on, after a resume). The running loss stays
+    on the device and is read only for the progress bar (every :data:`LOG_EVERY` steps) and
+    for a checkpoint. Returns (seconds, images trained in this call, seconds of the first step)."""
+    optimizer, scheduler, scaler, loss_fn = parts
+    steps = len(loader)
+    synchronize(device)
+    started = time.perf_counter()
+    first = None
+    loss_sum = torch.tensor(run.loss_sum, dtype=accumulator_dtype(device), device=device)
+    seen = 0
+    batches = _start_epoch(loader, cfg.seed, run.epoch, run.step)
+    bar = tqdm(batches, total=steps, initial=run.step, desc=f"epoch {run.epoch + 1}/{cfg.epochs}",
+               disable=not progress, leave=False)
+    for images, labels in bar:
+        loss = train_step(model, images, labels, optimizer, scheduler, scaler, loss_fn, device, precision,
+                          channels_last)
+        loss_sum += loss * len(labels)
+        run.count += len(labels)
+        run.step += 1
+        seen += len(labels)
+        if first is None:
+            synchronize(device)
+            first = time.perf_counter() - started
+        if progress and run.step % LOG_EVERY == 0:
+            bar.set_postfix(loss=f"{loss_sum.item() / run.count:.4f}")
+        global_step = run.epoch * steps + run.step
+        if cfg.checkpoint_every and global_step % cfg.checkpoint_every == 0 and run.step < steps:
+            run.loss_sum = loss_sum.item()
+            save()
+    bar.close()
+    synchronize(device)
+    run.loss_sum = loss_sum.item()
+    return time.perf_counter() - started, seen, first
+
+
+def end_epoch(model, test_loader, cfg: TrainConfig, run: RunState, device, precision, seconds: float, seen: int,
+              log=print) -> dict:
+    """Evaluate after an epoch, add its record to ``run.history``, log it and move ``run``
+    on to the next epoch. Images/s counts the images trained since the epoch (re)started."""
+    result = evaluate(model, test_loader, device, precision)
+    record = {"epoch": run.epoch + 1, "train_loss": run.loss_sum / max(run.count, 1),
+              "test_loss": result["loss"], "test_accuracy": result["accuracy"],
+              "seconds": seconds, "images_per_s": seen / seconds if seconds > 0 else 0.0}
+    run.history.append(record)
+    run.epoch, run.step, run.loss_sum, run.count = run.epoch + 1, 0, 0.0, 0
+    log(f"epoch {run.epoch}/{cfg.epochs}  train loss {record['train_loss']:.4f}  "
+        f"test loss {record['test_loss']:.4f}  test accuracy {100 * record['test_accuracy']:.2f}%  "
+        f"{seconds:.1f} s ({record['images_per_s']:,.0f} images/s)")
+    return record
+
+
+def _restore_best(state: dict, run: RunState, resume_path, checkpoint_path, log) -> dict | None:
+    """The best epoch's weights for a resumed run; its epoch and accuracy stay on record even
+    when the weights are nowhere to be had. When the run goes on into another file, that
+    file's .best is written at once, so that it is complete on its own."""
+    found = ckpt.find_best(state, resume_path)
+    if found is None:
+        if run.best_epoch:
+            where = ckpt.best_path(resume_path) if resume_path is not None else "a .best file"
+            log(f"note: the weights of the best epoch so far (epoch {run.best_epoch}, "
+                f"{100 * run.best_accuracy:.2f}%) are not in {where} (missing, or from another run); the epoch "
+                "stays the best on record, and a .best file is written only when a later epoch beats it")
+        return None
+    if checkpoint_path is not None and resume_path is not None and found is not state \
+            and ckpt.best_path(checkpoint_path).resolve() != ckpt.best_path(resume_path).resolve():
+        ckpt.save_checkpoint(found, ckpt.best_path(checkpoint_path))
+    return found["model"]
+
+
+def _log_resume(state: dict, run: RunState, cfg: TrainConfig, where: dict, log) -> None:
+    log(f"resuming after epoch {run.epoch}, step {run.step} (best so far: "
+        + (f"epoch {run.best_epoch}, {100 * run.best_accuracy:.2f}%)" if run.best_epoch else "none yet)"))
+    saved_epochs = state.get("config", {}).get("epochs", cfg.epochs)
+    if saved_epochs != cfg.epochs:
+        log(f"note: the run was started for {saved_epochs} epochs and now runs to {cfg.epochs}: the learning-rate "
+            f"schedule spans {cfg.epochs} epochs from here on, so the result differs from a run of either length")
+    saved = {k: state.get(k) for k in where}
+    if all(saved.values()) and saved != where:
+        log(f"note: saved on {saved['device']} in {saved['precision']}, resumed on {where['device']} in "
+            f"{where['precision']}: the run goes on, but its last bits may differ from an uninterrupted one")
 
 
 def build_loaders(cfg: TrainConfig, device: torch.device):
-    """The training and test loaders ``cfg.loader`` asks for, on ``device``."""
+    """The training and test loaders ``cfg.loader`` asks for, on ``device``. With ``compile``
+    every training batch has the same shape (a short last batch is dropped)."""
     if cfg.loader == "torchvision":
         return make_loaders(cfg.batch_size, cfg.data_dir, cfg.subset, cfg.stratified, cfg.seed, cfg.eval_batch_size,
-                            shift=cfg.shift)
+                            shift=cfg.shift, drop_last=cfg.compile)
     train_x, train_y = mnist_tensors(True, cfg.data_dir, device, cfg.subset, cfg.stratified)
     test_x, test_y = mnist_tensors(False, cfg.data_dir, device)
-    train_loader = TensorLoader(train_x, train_y, cfg.batch_size, shuffle=True, seed=cfg.seed, shift=cfg.shift)
+    train_loader = TensorLoader(train_x, train_y, cfg.batch_size, shuffle=True, seed=cfg.seed, shift=cfg.shift,
+                                drop_last=cfg.compile)
     test_loader = TensorLoader(test_x, test_y, cfg.eval_batch_size)
     return train_loader, test_loader
 
@@ -359,23 +489,26 @@ def train(cfg: TrainConfig | None = None, *, out=None, resume=None, force: bool 
     """Everything in one call: data, a seeded model, :func:`fit`, checkpoints.
 
     ``out`` is the checkpoint to write (its best epoch goes beside it); an existing file is
-    never overwritten unless ``force=True``. ``resume`` is a checkpoint path to continue:
-    its settings are used, and it is written on as the run goes.
+    never overwritten unless ``force=True``. ``resume`` is a checkpoint path to continue; with
+    it, ``cfg`` may change only the settings in :data:`RESUMABLE` (see :func:`resume_config`),
+    and ``out`` defaults to ``resume`` (the run is written on in place).
     """
+    state = None
     if resume is not None:
         state = ckpt.load_checkpoint(resume)
-        cfg = TrainConfig.from_dict({**state["config"], **_overrides(cfg)})
-        out = Path(out) if out is not None else Path(resume)
-    else:
-        state = None
-        cfg = cfg or TrainConfig()
-        if out is not None:
-            out = Path(out)
-            for path in (out, ckpt.best_path(out)):
-                if path.exists() and not force:
-                    raise FileExistsError(f"{path} exists; pass --resume {out} to continue that run, "
-                                          "--force to overwrite it, or choose another --out")
-            ckpt.check_writable(out)
+        cfg = resume_config(state["config"], cfg, resume)
+        if cfg.epochs < state["epoch"]:
+            raise ValueError(f"the run in {resume} has already finished {state['epoch']} epochs; "
+                             f"epochs must be at least {state['epoch']}, got {cfg.epochs}")
+    cfg = cfg or TrainConfig()
+    out = Path(out) if out is not None else (Path(resume) if resume is not None else None)
+    same_file = resume is not None and out is not None and out.resolve() == Path(resume).resolve()
+    if out is not None and not same_file:
+        for path in (out, ckpt.best_path(out)):
+            if path.exists() and not force:
+                raise FileExistsError(f"{path} exists; pass --resume {out} to continue that run, "
+                                      "--force to overwrite it, or choose another --out")
+        ckpt.check_writable(out)
     device = pick_device(cfg.device)
     pick_precision(cfg.precision, device)  # fail before loading data
     torch.manual_seed(cfg.seed)
@@ -383,10 +516,5 @@ def train(cfg: TrainConfig | None = None, *, out=None, resume=None, force: bool 
     if state is not None:
         ckpt.load_weights(model, state, resume)  # fails here, naming the file, if they do not fit
     train_loader, test_loader = build_loaders(cfg, device)
-    return fit(model, train_loader, test_loader, cfg, device=device, checkpoint_path=out,
-               resume=state, progress=progress, log=log)
-
-
-def _overrides(cfg: TrainConfig | None) -> dict:
-    """On resume only where the data lives may change: every other setting is the run's own."""
-    return {"data_dir": cfg.data_dir} if cfg is not None and cfg.data_dir else {}
+    return fit(model, train_loader, test_loader, cfg, device=device, checkpoint_path=out, resume=state,
+               resume_path=resume, progress=progress, log=log)

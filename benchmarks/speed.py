@@ -25,25 +25,16 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
-import platform
 import sys
 import time
-from pathlib import Path
 
 import torch
 from torch import nn
 
 from alexnet_tutorial.data import TensorLoader, mnist_dataset, mnist_tensors, subset_indices
+from alexnet_tutorial.devices import describe_device, pick_channels_last, pick_device, pick_precision, synchronize
 from alexnet_tutorial.model import AlexNet
-from alexnet_tutorial.training import (
-    TrainConfig,
-    evaluate,
-    make_optimizer,
-    make_scheduler,
-    pick_device,
-    pick_precision,
-    train_step,
-)
+from alexnet_tutorial.training import TrainConfig, evaluate, make_optimizer, make_scheduler, train_step
 
 TARGET = 0.99  # the test accuracy whose first crossing is timed
 
@@ -102,28 +93,34 @@ def original_pipeline(device, seed, subset, data_dir):
     return net, trainloader, testloader, step, "fp32", info
 
 
-def package_pipeline(device, seed, subset, data_dir, epochs):
-    """``TrainConfig()``'s defaults through the package's pieces; the step is the one in ``fit``."""
-    cfg = TrainConfig(epochs=epochs, seed=seed, subset=subset, data_dir=data_dir)
+def package_pipeline(device, seed, subset, data_dir, epochs, settings=None):
+    """``TrainConfig()``'s defaults (with ``settings`` over them: batch size, compile, ...)
+    through the package's pieces; the step is the one in ``fit``."""
+    cfg = TrainConfig(**{**dict(epochs=epochs, seed=seed, subset=subset, data_dir=data_dir), **(settings or {})})
     precision = pick_precision(cfg.precision, device)
+    channels_last = pick_channels_last(cfg.channels_last, device, precision)
     train_x, train_y = mnist_tensors(True, data_dir, device, subset)
     test_x, test_y = mnist_tensors(False, data_dir, device)
-    train_loader = TensorLoader(train_x, train_y, cfg.batch_size, shuffle=True, seed=seed, shift=cfg.shift)
+    train_loader = TensorLoader(train_x, train_y, cfg.batch_size, shuffle=True, seed=seed, shift=cfg.shift,
+                                drop_last=cfg.compile)
     test_loader = TensorLoader(test_x, test_y, cfg.eval_batch_size)
     torch.manual_seed(seed)
     model = AlexNet(width_mult=cfg.width_mult, dropout=cfg.dropout).to(device)
-    if cfg.channels_last:
+    if channels_last:
         model.to(memory_format=torch.channels_last)
-    optimizer = make_optimizer(model, cfg)
+    step_model = model
+    if cfg.compile:
+        step_model = torch.compile(model, mode="reduce-overhead" if device.type == "cuda" else None)
+    optimizer = make_optimizer(model, cfg, device)
     scheduler = make_scheduler(optimizer, cfg, len(train_loader))
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
 
     def step(images, labels):  # exactly fit's step
-        return train_step(model, images, labels, optimizer, scheduler, scaler, loss_fn, device, precision,
-                          cfg.channels_last)
+        return train_step(step_model, images, labels, optimizer, scheduler, scaler, loss_fn, device, precision,
+                          channels_last)
 
-    info = {"precision": precision, "memory_format": "channels_last" if cfg.channels_last else "contiguous",
+    info = {"precision": precision, "memory_format": "channels_last" if channels_last else "contiguous",
             "batch_size": cfg.batch_size, "loader": "TensorLoader (whole set on the device)",
             "config": cfg.to_dict()}
     return model, train_loader, test_loader, step, precision, info
@@ -153,18 +150,13 @@ def forward_flops(model: nn.Module) -> int:
     return total
 
 
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def eval_points(steps_per_epoch: int, every: float) -> list[int]:
     """The steps of an epoch (1-based) after which to evaluate: every ``every`` of it, and its end."""
     k = max(1, round(1 / every))
     return sorted({max(1, round(i * steps_per_epoch / k)) for i in range(1, k + 1)})
 
 
-def run_pipeline(name, device_name, epochs, seed, subset, data_dir, eval_every, max_seconds):
+def run_pipeline(name, device_name, epochs, seed, subset, data_dir, eval_every, max_seconds, settings=None):
     """Train one pipeline, timing training only; returns a dict of results."""
     device = pick_device(device_name)
     start_rss_mib = peak_rss_mib()  # what importing PyTorch and the package already took
@@ -172,7 +164,7 @@ def run_pipeline(name, device_name, epochs, seed, subset, data_dir, eval_every, 
     if name == "original":
         built = original_pipeline(device, seed, subset, data_dir)
     else:
-        built = package_pipeline(device, seed, subset, data_dir, epochs)
+        built = package_pipeline(device, seed, subset, data_dir, epochs, settings)
     model, train_loader, test_loader, step, precision, info = built
     setup_seconds = time.perf_counter() - setup_started
     flops = forward_flops(model)
@@ -185,14 +177,14 @@ def run_pipeline(name, device_name, epochs, seed, subset, data_dir, eval_every, 
     for epoch in range(epochs):
         if isinstance(train_loader, TensorLoader):
             train_loader.set_epoch(epoch)
-        _sync(device)
+        synchronize(device)
         started = time.perf_counter()
         for i, (images, labels) in enumerate(train_loader, start=1):
             step(images, labels)
             images_seen += len(labels)
             at_limit = max_seconds is not None and train_seconds + time.perf_counter() - started >= max_seconds
             if i in points or at_limit:
-                _sync(device)
+                synchronize(device)
                 train_seconds += time.perf_counter() - started  # the clock stops here
                 accuracy = evaluate(model, test_loader, device, precision)["accuracy"]
                 curve.append({"epoch": round(epoch + i / steps_per_epoch, 4), "images": images_seen,
@@ -200,7 +192,7 @@ def run_pipeline(name, device_name, epochs, seed, subset, data_dir, eval_every, 
                 if at_limit:
                     stopped = True
                     break
-                _sync(device)
+                synchronize(device)
                 started = time.perf_counter()  # and starts again
         if stopped:
             break
@@ -254,21 +246,6 @@ def run_isolated(*args) -> dict:
     return result
 
 
-def hardware(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-        else:
-            name = platform.processor() or platform.machine()
-    except OSError:
-        name = platform.processor() or platform.machine()
-    return f"{name}, {torch.get_num_threads()} threads"
-
-
 def _fmt_time(r):
     if r["seconds_to_target"] is None:
         return "not reached"
@@ -309,6 +286,9 @@ def main(argv=None) -> int:
     parser.add_argument("--pipelines", nargs="+", default=["original", "package"], choices=("original", "package"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--subset", type=int, default=None, help="train on the first N training images only")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="the package pipeline's batch size (default: TrainConfig's)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the package pipeline's model")
     parser.add_argument("--smoke", action="store_true",
                         help="a quick end-to-end check: 512 images, 1 epoch, evaluated once")
     parser.add_argument("--data-dir", default=None, help="MNIST root (default: $ALEXNET_TUTORIAL_DATA)")
@@ -320,16 +300,18 @@ def main(argv=None) -> int:
         parser.error("--eval-every must be a fraction of an epoch in (0, 1]")
 
     device = pick_device(args.device)
+    print(f"# {describe_device(device)}, torch {torch.__version__}", flush=True)
+    settings = {k: v for k, v in (("batch_size", args.batch_size), ("compile", args.compile)) if v}
     started = time.perf_counter()
     results = []
     for name in args.pipelines:
         r = run_isolated(name, args.device, args.epochs, args.seed, args.subset, args.data_dir,
-                         args.eval_every, args.max_seconds)
+                         args.eval_every, args.max_seconds, settings if name == "package" else None)
         results.append(r)
         print(f"  {name}: " + ", ".join(f"{c['epoch']:g}:{100 * c['test_accuracy']:.2f}%" for c in r["curve"]),
               flush=True)
     print()
-    print(f"{hardware(device)}, torch {torch.__version__}; {args.epochs} epoch(s) of "
+    print(f"{describe_device(device)}, torch {torch.__version__}; {args.epochs} epoch(s) of "
           f"{args.subset or 60_000:,} training images each, test accuracy on 10,000 images every "
           f"{args.eval_every:g} epoch (evaluation not timed); seed {args.seed}")
     print(table(results))
@@ -340,7 +322,7 @@ def main(argv=None) -> int:
     print(f"total wall time {time.perf_counter() - started:.0f} s")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"argv": sys.argv, "hardware": hardware(device), "torch": torch.__version__,
+            json.dump({"argv": sys.argv, "hardware": describe_device(device), "torch": torch.__version__,
                        "target": TARGET, "eval_every": args.eval_every, "results": results}, f, indent=2)
     return 0
 

@@ -19,8 +19,8 @@ import time
 import torch
 from torch import nn
 
+from alexnet_tutorial.devices import autocast, cpu_has_native_bf16, describe_device, pick_device
 from alexnet_tutorial.model import AlexNet
-from alexnet_tutorial.training import autocast, pick_device
 
 # name: (batch size, channels_last, precision, threads or None for the default)
 SETTINGS = {
@@ -68,8 +68,12 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     device = pick_device(args.device)
+    print(f"# {describe_device(device)}", flush=True)
     default_threads = torch.get_num_threads()
     settings = dict(SETTINGS)
+    if device.type == "cpu" and not cpu_has_native_bf16():  # emulated bf16: minutes per step
+        settings = {k: v for k, v in settings.items() if v[2] != "bf16"}
+        print("# no native bf16 on this CPU: the bf16 settings are left out", flush=True)
     steps = {name: make_step(device, *s[:3]) for name, s in settings.items()}
     compile_seconds = None
     if args.compile:

@@ -11,7 +11,7 @@ from torch import nn
 
 from alexnet_tutorial.data import TensorLoader
 from alexnet_tutorial.model import AlexNet
-from alexnet_tutorial.training import FitResult, TrainConfig, evaluate, fit, pick_device, pick_precision, train
+from alexnet_tutorial.training import FitResult, TrainConfig, evaluate, fit, train
 
 # The module, not the function of the same name that the package exports.
 train_mod = importlib.import_module("alexnet_tutorial.training")
@@ -194,7 +194,7 @@ def test_weight_decay_spares_biases(seeded_model):
     ("weight_decay", -1e-4), ("warmup", 1.0), ("label_smoothing", 1.0), ("shift", 9), ("shift", -1),
     ("dropout", 1.0), ("width_mult", 0.0), ("width_mult", math.nan), ("device", "tpu"),
     ("precision", "fp8"), ("loader", "ffcv"), ("schedule", "cosine"), ("subset", 0), ("subset", 60_001),
-    ("checkpoint_every", -1),
+    ("checkpoint_every", -1), ("seed", -1), ("seed", 2**32), ("channels_last", "yes"), ("compile", 1.0),
 ])
 def test_config_refuses_out_of_range_settings(field, value):
     with pytest.raises(ValueError) as info:
@@ -209,81 +209,3 @@ def test_config_round_trips_through_a_dict_and_ignores_unknown_keys():
     cfg = TrainConfig(epochs=3, lr=0.02, subset=100, data_dir="/data")
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
     assert TrainConfig.from_dict({**cfg.to_dict(), "from_a_newer_version": 1}) == cfg
-
-
-# --- device and precision -----------------------------------------------------------------
-
-def test_pick_device(monkeypatch):
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
-    assert pick_device("auto") == torch.device("cpu")
-    assert pick_device("cpu") == torch.device("cpu")
-    with pytest.raises(ValueError, match="'cuda' is not available"):
-        pick_device("cuda")
-    with pytest.raises(ValueError, match="'mps' is not available"):
-        pick_device("mps")
-    with pytest.raises(ValueError, match="device must be one of"):
-        pick_device("tpu")
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert pick_device("auto") == torch.device("cuda")
-    assert pick_device("cuda") == torch.device("cuda")
-
-
-def test_pick_device_cuda_on_this_machine():
-    if torch.cuda.is_available():
-        assert pick_device("cuda").type == "cuda"
-    else:
-        with pytest.raises(ValueError, match="no CUDA GPU"):
-            pick_device("cuda")
-
-
-@pytest.mark.parametrize("native, expected", [(True, "bf16"), (False, "fp32")])
-def test_pick_precision_on_cpu(monkeypatch, native, expected):
-    monkeypatch.setattr(train_mod, "cpu_has_native_bf16", lambda: native)
-    cpu = torch.device("cpu")
-    assert pick_precision("auto", cpu) == expected
-    assert pick_precision("fp32", cpu) == "fp32"
-    assert pick_precision("bf16", cpu) == "bf16"  # emulated where not native
-    with pytest.raises(ValueError, match="fp16 needs a CUDA GPU"):
-        pick_precision("fp16", cpu)
-
-
-@pytest.mark.parametrize("capability, expected", [((8, 0), "bf16"), ((9, 0), "bf16"), ((7, 5), "fp16")])
-def test_pick_precision_on_cuda(monkeypatch, capability, expected):
-    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda _device=None: capability)
-    cuda = torch.device("cuda")
-    assert pick_precision("auto", cuda) == expected
-    assert pick_precision("fp16", cuda) == "fp16"
-    assert pick_precision("fp32", cuda) == "fp32"
-    if expected == "fp16":
-        with pytest.raises(ValueError, match="bf16"):
-            pick_precision("bf16", cuda)
-
-
-def test_pick_precision_on_mps():
-    mps = torch.device("mps")
-    assert pick_precision("auto", mps) == "fp32"
-    for name in ("bf16", "fp16"):
-        with pytest.raises(ValueError):
-            pick_precision(name, mps)
-
-
-@pytest.mark.parametrize("flags, expected", [
-    ("flags\t\t: fpu sse avx512f avx512_bf16 amx_tile", True),
-    ("flags\t\t: fpu sse avx2", False),
-    ("Features\t: fp asimd bf16 i8mm", True),
-])
-def test_cpu_bf16_detection_reads_the_cpu_flags(monkeypatch, tmp_path, flags, expected):
-    cpuinfo = tmp_path / "cpuinfo"
-    cpuinfo.write_text(f"processor\t: 0\n{flags}\n")
-    monkeypatch.setattr(train_mod, "Path", lambda _name: cpuinfo)
-    assert train_mod.cpu_has_native_bf16() is expected
-
-
-def test_bf16_training_step_runs_on_cpu(seeded_model, train_sample):
-    model = seeded_model(width_mult=0.25)
-    with train_mod.autocast(torch.device("cpu"), "bf16"):
-        logits = model(train_sample[0][:8])
-    assert logits.dtype == torch.bfloat16
-    nn.functional.cross_entropy(logits.float(), train_sample[1][:8]).backward()
-    assert model.layer1[0].weight.grad.dtype == torch.float32
