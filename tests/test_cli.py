@@ -75,7 +75,7 @@ BAD_INPUTS = [
     (["train", "--device", "cuda", "--out", "{dir}/new.pt"], "device 'cuda' is not available"),
     (["train", "--resume", "{missing_pt}"], "{missing_pt}: no such file"),
     (["train", "--resume", "{corrupt}"], "{corrupt}: not a readable PyTorch checkpoint"),
-    (["train", "--resume", "{good}", "--force"], "takes neither --out nor --force"),
+    (["train", "--resume", "{good}", "--lr", "0.5"], "--lr 0.5 differs from 0.05, the setting of the run in"),
     (["train", "--resume", "{misfit}"], "{misfit}: weights do not fit the model"),
     (["train", "--out", "{good}"], "{good} exists"),
     (["train", "--out", "{dir}/no-such-folder/run.pt"], "does not exist"),
