@@ -76,7 +76,7 @@ def load_image(path) -> np.ndarray:
     except ImageError:
         raise
     except UnidentifiedImageError:
-        raise ImageError(f"{path}: not an image in a format this reads ({', '.join(FORMATS)})") from None
+        raise ImageError(f"{path}: not an image PIL can read as one of {', '.join(FORMATS)}") from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
         raise ImageError(f"{path}: damaged or unreadable image") from None
     except Exception:  # PIL's decoders raise a zoo of errors on damaged files
