@@ -2,7 +2,7 @@
 
 Each notebook runs on its own (Colab opens one at a time), so the chapters that use a trained
 network need one even when chapter 4 has not been run: :func:`trained_model` loads the
-checkpoint chapter 4 writes, or trains a short run when there is none.
+checkpoint chapter 4 writes (at :func:`checkpoint_path`), or trains a short run when there is none.
 """
 
 from __future__ import annotations
@@ -17,7 +17,9 @@ from .checkpoint import load_model
 from .training import TrainConfig, train
 
 QUICK_ENV = "ALEXNET_TUTORIAL_QUICK"
-CHECKPOINT = Path("checkpoints/alexnet.pt")  # relative to book/, where the notebooks run
+CHECKPOINTS_ENV = "ALEXNET_TUTORIAL_CHECKPOINTS"  # a folder for chapter 4's checkpoints (the tests set it)
+CHECKPOINT = Path("checkpoints/alexnet.pt")  # a full run's, relative to book/, where the notebooks run
+QUICK_CHECKPOINT = Path("checkpoints/quick/alexnet.pt")  # a quick run's, beside it
 
 
 def quick_mode() -> bool:
@@ -42,14 +44,29 @@ def fallback_config(quick: bool | None = None) -> TrainConfig:
     return quick_config() if quick else TrainConfig(epochs=1)
 
 
-def trained_checkpoint(path=CHECKPOINT, quick: bool | None = None, log=print) -> Path:
+def checkpoint_path(quick: bool | None = None) -> Path:
+    """Where chapter 4 writes its checkpoint and chapters 3, 5, 6 and 7 read it.
+
+    ``$ALEXNET_TUTORIAL_CHECKPOINTS/alexnet.pt`` when that variable is set (the test suite
+    points it at a temporary folder, so that tests never write into the book); otherwise
+    :data:`CHECKPOINT` for a full run and :data:`QUICK_CHECKPOINT` in quick mode (``quick``,
+    default :func:`quick_mode`), so that a quick run never replaces a full run's checkpoint.
+    """
+    folder = os.environ.get(CHECKPOINTS_ENV, "")
+    if folder:
+        return Path(folder) / CHECKPOINT.name
+    quick = quick_mode() if quick is None else quick
+    return QUICK_CHECKPOINT if quick else CHECKPOINT
+
+
+def trained_checkpoint(path=None, quick: bool | None = None, log=print) -> Path:
     """The checkpoint of a trained network (chapters 3, 5, 6 and 7).
 
-    ``path`` (the checkpoint chapter 4 writes) when it exists; otherwise trains
-    :func:`fallback_config` (``quick`` chooses which) into a new temporary folder and returns
-    that checkpoint.
+    ``path`` (default :func:`checkpoint_path`, where chapter 4 writes) when it exists;
+    otherwise trains :func:`fallback_config` (``quick`` chooses which) into a new temporary
+    folder and returns that checkpoint.
     """
-    path = Path(path)
+    path = checkpoint_path(quick) if path is None else Path(path)
     if path.exists():
         log(f"using the trained network in {path}")
         return path
@@ -61,6 +78,6 @@ def trained_checkpoint(path=CHECKPOINT, quick: bool | None = None, log=print) ->
     return out
 
 
-def trained_model(path=CHECKPOINT, quick: bool | None = None, log=print) -> nn.Module:
+def trained_model(path=None, quick: bool | None = None, log=print) -> nn.Module:
     """The network in :func:`trained_checkpoint`, on the CPU, in eval mode."""
     return load_model(trained_checkpoint(path, quick, log))

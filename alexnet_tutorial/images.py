@@ -17,6 +17,11 @@ import torch
 from .data import MNIST_MEAN, MNIST_STD
 
 MAX_PIXELS = 40_000_000  # refuse images larger than this (decompression bombs)
+WORK_SIDE = 1024  # larger images are shrunk to fit a box this wide and high before anything else
+# The formats a photo or drawing of a digit comes in, as PIL names them (JPEG also reads the
+# MPO files some phone cameras write; PPM also reads PGM). Other formats are refused unread,
+# EPS and PDF among them (PIL hands EPS to Ghostscript).
+FORMATS = ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP", "PPM")
 MNIST_CENTRE = 14.0  # row and column of an MNIST digit's centre of mass (0-based pixel index)
 
 
@@ -41,7 +46,8 @@ class Prepared:
 
 
 def load_image(path) -> np.ndarray:
-    """Read any image PIL can open as grayscale 0..1; transparency is laid on white."""
+    """Read a PNG, JPEG, GIF, BMP, TIFF, WebP or PPM/PGM file as grayscale 0..1, shrunk to fit
+    ``WORK_SIDE`` x ``WORK_SIDE``; transparency is laid on white."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     path = Path(path)
@@ -50,9 +56,10 @@ def load_image(path) -> np.ndarray:
     if path.is_dir():
         raise ImageError(f"{path}: is a folder, not an image")
     try:
-        with Image.open(path) as img:
+        with Image.open(path, formats=FORMATS) as img:
             if img.width * img.height > MAX_PIXELS:
                 raise ImageError(f"{path}: image is too large ({img.width}x{img.height} pixels)")
+            img = _shrink(img)
             img.load()
             img = ImageOps.exif_transpose(img)  # phone photos store "rotate me" in EXIF
             if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
@@ -68,14 +75,29 @@ def load_image(path) -> np.ndarray:
                 gray = np.asarray(img.convert("L"), dtype=np.float32) / 255.0
     except ImageError:
         raise
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        why = "not an image PIL can read" if isinstance(exc, UnidentifiedImageError) else "damaged or unreadable image"
-        raise ImageError(f"{path}: {why}") from None
+    except UnidentifiedImageError:
+        raise ImageError(f"{path}: not an image PIL can read as one of {', '.join(FORMATS)}") from None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        raise ImageError(f"{path}: damaged or unreadable image") from None
     except Exception:  # PIL's decoders raise a zoo of errors on damaged files
         raise ImageError(f"{path}: damaged or unreadable image") from None
     if gray.ndim != 2 or gray.size == 0:
         raise ImageError(f"{path}: empty image")
     return gray
+
+
+def _shrink(img):
+    """``img`` shrunk in place to fit ``WORK_SIDE`` x ``WORK_SIDE`` (a JPEG is decoded at a
+    reduced scale already), so that no full-size float copy of a large photo is ever made: the
+    digit ends up 20 pixels high, and a 1024-pixel image keeps far more detail than that."""
+    from PIL import Image
+
+    if max(img.size) <= WORK_SIDE:
+        return img
+    if img.mode.startswith("I;16"):  # 16-bit scans: PIL 10 cannot resize them
+        img = img.convert("I")
+    img.thumbnail((WORK_SIDE, WORK_SIDE), Image.LANCZOS)
+    return img
 
 
 def prepare(gray: np.ndarray, name: str = "image") -> Prepared:

@@ -69,16 +69,17 @@ def test_transparent_background_is_laid_on_white(draw_digit, tmp_path):
     assert gray[0, 0] == 1.0 and gray.min() == 0.0
 
 
-def test_mnist_digits_have_their_centre_of_mass_on_pixel_14(data_dir):
+def test_prepare_centres_digits_where_mnist_has_them(data_dir):
+    """MNIST_CENTRE, where prepare() puts a digit's centre of mass, is where MNIST's own are."""
     from alexnet_tutorial.data import mnist_dataset
+    from alexnet_tutorial.images import MNIST_CENTRE
 
     digits = mnist_dataset(False, data_dir, download=False).data[:2000].double()
     ys, xs = torch.meshgrid(torch.arange(28.0), torch.arange(28.0), indexing="ij")
     mass = digits.sum((1, 2))
     cy, cx = (digits * ys).sum((1, 2)) / mass, (digits * xs).sum((1, 2)) / mass
     for c in (cy, cx):
-        assert abs(c.mean().item() - 14) < 0.05
-        assert c.min() > 13.45 and c.max() < 14.55
+        assert abs(c.mean().item() - MNIST_CENTRE) < 0.05
 
 
 def test_sixteen_bit_scan_reads_like_the_eight_bit_one(draw_digit, tmp_path):
@@ -185,3 +186,96 @@ def test_predict_probabilities_runs_in_eval_mode(seeded_model):
     assert torch.equal(first, second)  # dropout off
     assert model.training
     torch.testing.assert_close(first.sum(1), torch.ones(4))
+
+
+# --- formats: only those a digit photo or drawing comes in -----------------------------------
+
+@pytest.mark.parametrize("fmt, suffix, mode", [
+    ("PNG", ".png", "L"), ("JPEG", ".jpg", "RGB"), ("MPO", ".jpg", "RGB"), ("GIF", ".gif", "L"),
+    ("BMP", ".bmp", "RGB"), ("TIFF", ".tif", "L"), ("WEBP", ".webp", "RGB"), ("PPM", ".pgm", "L"),
+])
+def test_the_formats_people_have_are_read(draw_digit, tmp_path, fmt, suffix, mode):
+    path = tmp_path / f"digit{suffix}"
+    img = draw_digit(text="3", size=(60, 80), mode=mode, ink=0 if mode == "L" else (0, 0, 0),
+                     paper=255 if mode == "L" else (255, 255, 255))
+    # A phone's MPO holds several pictures (PIL writes one picture as a plain JPEG).
+    img.save(path, format=fmt, **(dict(save_all=True, append_images=[img]) if fmt == "MPO" else {}))
+    assert Image.open(path).format == fmt  # what PIL reads it as
+    gray = load_image(path)
+    assert gray.shape == (80, 60) and gray.min() < 0.2 and gray.max() > 0.8
+
+
+@pytest.mark.parametrize("fmt, suffix", [("EPS", ".eps"), ("PDF", ".pdf"), ("ICO", ".ico"), ("TGA", ".tga")])
+def test_other_formats_are_refused_unread_with_the_accepted_list(draw_digit, tmp_path, monkeypatch, fmt, suffix):
+    from PIL import EpsImagePlugin
+
+    path = tmp_path / f"digit{suffix}"
+    draw_digit(text="3", size=(60, 80), mode="RGB", ink=(0, 0, 0), paper=(255, 255, 255)).save(path, format=fmt)
+
+    def no_ghostscript(*args, **kwargs):
+        raise AssertionError("the EPS reader ran: it hands the file to Ghostscript")
+
+    monkeypatch.setattr(EpsImagePlugin, "Ghostscript", no_ghostscript)
+    monkeypatch.setattr(EpsImagePlugin.EpsImageFile, "_open", no_ghostscript)
+    with pytest.raises(ImageError) as info:
+        load_image(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: not an image PIL can read as one of ") and "\n" not in message
+    for name in ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP", "PPM"):
+        assert name in message
+
+
+# --- large images are shrunk before any float copy is made ----------------------------------
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg"])
+def test_a_large_photo_is_shrunk_first_and_reads_like_a_small_one(draw_digit, tmp_path, suffix):
+    """A 12-megapixel photo of a 7 gives (nearly) the digit its 400x300 copy gives, and
+    reading it never holds a full-size float copy: numpy's peak stays far below the 48 MB
+    that one float32 copy of 12 megapixels takes."""
+    import tracemalloc
+
+    from alexnet_tutorial.images import WORK_SIDE
+
+    big, small = tmp_path / f"big{suffix}", tmp_path / f"small{suffix}"
+    draw_digit(size=(4000, 3000), thickness=400).save(big)
+    draw_digit(size=(400, 300), thickness=40).save(small)
+    tracemalloc.start()
+    try:
+        gray = load_image(big)
+        digit = prepare(gray, str(big)).digit
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert max(gray.shape) <= WORK_SIDE and gray.shape[1] / gray.shape[0] == pytest.approx(4 / 3, rel=0.01)
+    assert peak < 24e6, f"numpy held {peak / 1e6:.0f} MB reading a 12-megapixel image"
+    reference = prepare(load_image(small)).digit
+    assert np.abs(digit - reference).mean() < 0.02
+    assert np.corrcoef(digit.ravel(), reference.ravel())[0, 1] > 0.98
+
+
+def test_shrinking_leaves_a_normal_photo_nearly_as_read_at_full_size(draw_digit, tmp_path):
+    """Against the digit prepared from every pixel of a 2,000 x 1,500 photo (read here without
+    shrinking), the shrunk read differs by a few grey levels at most."""
+    path = tmp_path / "photo.jpg"
+    draw_digit(text="8", size=(2000, 1500), ink=(40, 40, 60), paper=(235, 235, 225), mode="RGB").save(path)
+    full = np.asarray(Image.open(path).convert("L"), dtype=np.float32) / 255
+    shrunk = prepare(load_image(path)).digit
+    reference = prepare(full).digit
+    assert np.abs(shrunk - reference).mean() < 0.02
+    assert np.corrcoef(shrunk.ravel(), reference.ravel())[0, 1] > 0.98
+
+
+@pytest.mark.parametrize("mode", ["I;16", "P", "1"])
+def test_large_images_in_every_mode_are_shrunk_too(draw_digit, tmp_path, mode):
+    from alexnet_tutorial.images import WORK_SIDE
+
+    drawn = draw_digit(size=(1600, 1200), thickness=160)
+    img = Image.fromarray(np.asarray(drawn, dtype=np.uint16) * 257) if mode == "I;16" else drawn.convert(mode)
+    path = tmp_path / "scan.tif"
+    img.save(path)
+    assert Image.open(path).mode == mode
+    gray = load_image(path)
+    assert max(gray.shape) <= WORK_SIDE and gray.min() == 0.0 and gray.max() == pytest.approx(1.0)
+    small = tmp_path / "small.png"
+    drawn.resize((400, 300)).save(small)
+    assert np.corrcoef(prepare(gray).digit.ravel(), prepare(load_image(small)).digit.ravel())[0, 1] > 0.95
