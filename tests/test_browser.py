@@ -95,9 +95,10 @@ def screenshots(request, tmp_path_factory) -> Path:
     given = os.environ.get(SCREENSHOTS_ENV)
     folder = Path(given) if given else tmp_path_factory.mktemp("screenshots")
     folder.mkdir(parents=True, exist_ok=True)
-    yield folder
     reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    (reporter.write_line if reporter else print)(f"screenshots of the book's pages: {folder}")
+    say = reporter.write_line if reporter else print
+    request.config.add_cleanup(lambda: say(f"screenshots of the book's pages: {folder}"))  # after the summary
+    return folder
 
 
 @pytest.fixture(scope="session")
