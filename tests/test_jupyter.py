@@ -89,3 +89,15 @@ def test_book_widgets_save_linked_pictures_and_go_live_in_a_kernel():
     moved = "".join(o.get("text", "") for o in nb.cells[1].outputs).splitlines()
     # Both now show controls, caption and live picture, at the image the saved slider was on.
     assert moved[0].startswith("LIVE 3 Test image 2,") and moved[1].startswith("LIVE 3 4 of 6: test image 3,"), moved
+
+
+def test_notebooks_store_the_kernel_name_jupyterlab_shows():
+    """A stored display name that differs from the kernel's own marks a notebook modified as it opens."""
+    from jupyter_client.kernelspec import get_kernel_spec
+
+    spec = get_kernel_spec("python3")
+    notebooks = sorted((Path(__file__).resolve().parents[1] / "book").glob("*.ipynb"))
+    stored = {path.name: nbformat.read(path, as_version=4).metadata["kernelspec"] for path in notebooks}
+    differ = {name: ks.get("display_name") for name, ks in stored.items()
+              if (ks.get("name"), ks.get("display_name")) != ("python3", spec.display_name)}
+    assert notebooks and not differ, f"kernel display name is not {spec.display_name!r} in {differ}"
