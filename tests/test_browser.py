@@ -4,11 +4,15 @@ Every page listed in ``_toc.yml`` is opened at laptop (1366x768) and phone (390x
 in light and in dark mode. Each time: no console error, every image loaded, the saved
 widgets rendered with their pictures, no sideways scrolling on the page, and no request to
 any host but this machine (others are recorded and blocked, so the test never goes online).
-Notebook pages must carry the Colab link to their own notebook. A full-page screenshot of
-every view goes to ``test-artifacts/screenshots/`` for a person to look at.
+Notebook pages must carry the Colab link to their own notebook. On the pages with the
+feature-map viewer and the prediction explorer, moving each control must change the picture
+and its caption, with no kernel: the saved pictures follow the controls in the browser.
 
-Needs Debian's Chromium (``apt-get install chromium``). Set ``ALEXNET_TUTORIAL_BOOK_HTML``
-to an already built ``_build/html`` to skip the build.
+A full-page screenshot of every view goes to a temporary folder, or to
+``$ALEXNET_TUTORIAL_SCREENSHOTS`` when set, for a person to look at; the test run ends by
+printing where. The book is built into a temporary folder too. Needs Debian's Chromium
+(``apt-get install chromium``). Set ``ALEXNET_TUTORIAL_BOOK_HTML`` to an already built
+``_build/html`` to skip the build.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -28,7 +33,7 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
+SCREENSHOTS_ENV = "ALEXNET_TUTORIAL_SCREENSHOTS"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -81,6 +86,19 @@ def book_html(tmp_path_factory) -> Path:
                              "-W", "-n", "--keep-going"], capture_output=True, text=True)
     assert result.returncode == 0, f"book build failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
     return out / "_build" / "html"
+
+
+@pytest.fixture(scope="session")
+def screenshots(request, tmp_path_factory) -> Path:
+    """Where the screenshots go: ``$ALEXNET_TUTORIAL_SCREENSHOTS`` if set, else a temporary folder;
+    named at the end of the test run."""
+    given = os.environ.get(SCREENSHOTS_ENV)
+    folder = Path(given) if given else tmp_path_factory.mktemp("screenshots")
+    folder.mkdir(parents=True, exist_ok=True)
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    say = reporter.write_line if reporter else print
+    request.config.add_cleanup(lambda: say(f"screenshots of the book's pages: {folder}"))  # after the summary
+    return folder
 
 
 @pytest.fixture(scope="session")
@@ -160,11 +178,10 @@ PAGES = toc_files()
 
 
 @pytest.mark.parametrize("file", PAGES or [pytest.param("", marks=pytest.mark.skip(reason="no _toc.yml yet"))])
-def test_page_reads_well_offline(browser, server, book_html, file):
+def test_page_reads_well_offline(browser, server, book_html, screenshots, file):
     html = f"{file}.html"
     assert (book_html / html).exists(), f"{html} was not built"
     notebook = (ROOT / f"{file}.ipynb").exists()
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     failures = []
     for view in VIEWS:
         page, context, problems, outside = open_page(browser, f"{server}/{html}", view)
@@ -173,7 +190,7 @@ def test_page_reads_well_offline(browser, server, book_html, file):
                 page.wait_for_function(RENDERED, arg=WIDGET_VIEWS, timeout=20_000)
                 page.wait_for_function(PICTURES_LOADED, timeout=10_000)
             state = page.evaluate(CHECK_PAGE, [WIDGET_VIEWS, VIEWS[view][0]["width"]])
-            page.screenshot(path=str(SCREENSHOTS / f"{file.replace('/', '_')}-{view}.png"), full_page=True)
+            page.screenshot(path=str(screenshots / f"{file.replace('/', '_')}-{view}.png"), full_page=True)
             if notebook and view == "laptop-light":
                 links = page.eval_on_selector_all('a[href^="https://colab.research.google.com/"]',
                                                   "as => as.map(a => a.href)")
@@ -206,3 +223,63 @@ def test_widget_pages_use_the_vendored_scripts(book_html):
             assert script in text, f"{page.name} does not load {script}"
         for cdn in ("cdnjs.cloudflare.com", "cdn.jsdelivr.net", "unpkg.com/@jupyter-widgets"):
             assert cdn not in text, f"{page.name} refers to {cdn}"
+
+
+SHOWN = """async () => {
+  const visible = e => e.offsetParent !== null;
+  const img = Array.from(document.querySelectorAll("img.widget-image")).filter(visible);
+  const bytes = await Promise.all(img.map(async i => new Uint8Array(await (await fetch(i.src)).arrayBuffer())));
+  const digests = await Promise.all(bytes.map(async b => Array.from(
+    new Uint8Array(await crypto.subtle.digest("SHA-256", b))).map(x => x.toString(16).padStart(2, "0")).join("")));
+  const html = Array.from(document.querySelectorAll(".widget-html-content")).filter(visible);
+  return {pictures: digests, sizes: bytes.map(b => b.length), captions: html.map(h => h.textContent)};
+}"""
+SAVED_WIDGETS = {  # page: its controls, each as (what, how to move it)
+    "book/03_model": [("slider", "image"), ("dropdown", 2)],
+    "book/06_predictions": [("dropdown", 1), ("slider", "image")],
+}
+
+
+def move(page, kind: str, how) -> None:
+    """Move one control of a saved widget, as a reader does: a slider one step to the right
+    with the keyboard, a dropdown to its option number ``how``."""
+    if kind == "dropdown":
+        page.locator(".widget-dropdown select").select_option(index=how)
+    else:
+        handle = page.locator(".widget-slider .noUi-handle").filter(visible=True)
+        handle.focus()
+        handle.press("ArrowRight")
+
+
+def shown_after(page, before: dict, seconds: float = 5) -> dict:
+    """What the page shows once its picture differs from ``before`` (or after ``seconds``):
+    the widget manager redraws a Stack's child a moment after the control moves."""
+    deadline = time.monotonic() + seconds
+    while True:
+        page.wait_for_function(PICTURES_LOADED, timeout=5_000)
+        now = page.evaluate(SHOWN)
+        if now["pictures"] != before["pictures"] or time.monotonic() > deadline:
+            return now
+        page.wait_for_timeout(100)
+
+
+@pytest.mark.parametrize("file", sorted(SAVED_WIDGETS))
+def test_saved_widgets_follow_their_controls_offline(browser, server, book_html, screenshots, file):
+    page, context, problems, outside = open_page(browser, f"{server}/{file}.html", "laptop-light")
+    try:
+        page.wait_for_function(RENDERED, arg=WIDGET_VIEWS, timeout=20_000)
+        page.wait_for_function(PICTURES_LOADED, timeout=10_000)
+        before = page.evaluate(SHOWN)
+        assert len(before["pictures"]) == 1 and before["sizes"][0] > 1000, before
+        for kind, how in SAVED_WIDGETS[file]:
+            move(page, kind, how)
+            after = shown_after(page, before)
+            assert len(after["pictures"]) == 1, after
+            assert after["pictures"] != before["pictures"], f"moving the {kind} left the picture as it was"
+            assert after["captions"] != before["captions"], f"moving the {kind} left the caption as it was"
+            before = after
+        page.screenshot(path=str(screenshots / f"{file.replace('/', '_')}-moved.png"), full_page=True)
+    finally:
+        context.close()
+    assert not problems, problems
+    assert not outside, f"requests to other hosts: {outside}"
