@@ -139,7 +139,7 @@ def _rng_state() -> dict:
 
 def training_state(model, optimizer, scheduler, scaler, cfg, *, epoch: int, step: int,
                    history: list, running: dict, best: dict, run_id: str | None = None,
-                   device: str = "cpu", precision: str = "fp32") -> dict:
+                   device: str | None = None, precision: str | None = None) -> dict:
     """The dict a checkpoint holds: enough to rebuild the model and to resume exactly.
 
     ``epoch`` counts finished epochs and ``step`` the steps done in the next one; ``best`` is
@@ -159,7 +159,7 @@ def training_state(model, optimizer, scheduler, scaler, cfg, *, epoch: int, step
         "running": dict(running),
         "best": dict(best),
         "run_id": run_id,
-        "device": str(device), "precision": precision,
+        "device": str(device) if device is not None else None, "precision": precision,
         "rng": _rng_state(),
         "torch_version": str(torch.__version__),
     }

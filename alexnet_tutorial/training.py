@@ -106,8 +106,8 @@ class TrainConfig:
         need(not (self.stratified and self.subset and self.subset > most),
              f"a stratified subset can have at most {most} images (digit 5 has only "
              f"{min(MNIST_TRAIN_CLASS_COUNTS)} training images), got {self.subset}")
-        need(self.channels_last is None or isinstance(self.channels_last, bool), f"channels_last must be None, True or False, "
-             f"got {self.channels_last!r}")
+        need(self.channels_last is None or isinstance(self.channels_last, bool),
+             f"channels_last must be None, True or False, got {self.channels_last!r}")
         need(isinstance(self.compile, bool), f"compile must be True or False, got {self.compile!r}")
 
     def to_dict(self) -> dict:
