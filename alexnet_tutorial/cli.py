@@ -62,7 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train on MNIST and write a checkpoint")
     t.add_argument("--epochs", type=_positive_int, default=d.epochs,
                    help=f"passes over the training set (default {d.epochs})")
-    t.add_argument("--batch-size", type=_positive_int, default=d.batch_size, help=f"default {d.batch_size}")
+    t.add_argument("--batch-size", type=_positive_int, default=d.batch_size,
+                   help=f"images per step, all processes together; under torchrun each takes an equal share "
+                        f"(default {d.batch_size})")
     t.add_argument("--lr", type=_positive_float, default=d.lr, help=f"peak learning rate (default {d.lr})")
     t.add_argument("--seed", type=_int, default=d.seed, help=f"default {d.seed}")
     t.add_argument("--device", choices=DEVICES, default=d.device, help="default auto: CUDA, else MPS, else CPU")
@@ -113,6 +115,10 @@ def _train(args, out, err) -> int:
         result = train(cfg, out=args.out, force=args.force, progress=not args.no_progress, log=log)
         path = args.out
     from .checkpoint import best_path
+    from .distributed import is_main
+
+    if not is_main():  # under torchrun rank 0 reports for all
+        return 0
 
     final = result.history[-1]
     summary = {"checkpoint": str(path), "best_checkpoint": str(best_path(path)),
@@ -179,7 +185,10 @@ def main(argv=None, out=None, err=None) -> int:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if not message.startswith("alexnet-tutorial"):
             message = f"alexnet-tutorial: error: {message}"
-        print(message, file=err)
+        from .distributed import is_main
+
+        if is_main():  # under torchrun every process fails alike: one line, not one per process
+            print(message, file=err)
         return EXIT_USAGE
     except OSError as exc:  # disk full, permission denied while writing, ...
         print(f"alexnet-tutorial: error: {exc.strerror or exc}"

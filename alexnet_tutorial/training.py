@@ -17,6 +17,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
+from . import distributed
 from .data import TensorLoader, make_loaders, mnist_tensors
 from .model import AlexNet
 
@@ -31,7 +32,7 @@ class TrainConfig:
     """Every setting of a run; the notebooks, the command line and the tests build this."""
 
     epochs: int = 5                # passes over the training set
-    batch_size: int = 128          # images per optimizer step
+    batch_size: int = 128          # images per optimizer step (all processes together under torchrun)
     lr: float = 0.05               # peak SGD learning rate (reached after warm-up)
     momentum: float = 0.9          # SGD (Nesterov) momentum
     weight_decay: float = 5e-4     # L2 penalty on conv and linear weights (not biases)
@@ -51,6 +52,7 @@ class TrainConfig:
     stratified: bool = False       # with subset: the same number of images of every digit
     eval_batch_size: int = 1000    # images per batch when evaluating
     checkpoint_every: int = 0      # also checkpoint every N optimizer steps (0: epoch ends only)
+    world_size: int = 1            # processes training together (set from torchrun; see distributed.py)
 
     def __post_init__(self):
         self.validate()
@@ -200,6 +202,7 @@ def evaluate(model: nn.Module, loader, device, precision: str = "fp32") -> dict:
             count += len(labels)
     finally:
         model.train(was_training)
+    total_loss, correct, count = distributed.all_sum(total_loss, correct, count)  # sharded evaluation
     if count == 0:
         raise ValueError("evaluate got an empty loader")
     return {"loss": total_loss / count, "accuracy": correct / count, "count": count}
@@ -274,10 +277,13 @@ def fit(model: nn.Module, train_loader, test_loader, cfg: TrainConfig, *, device
     continue from: the run then ends bit-identical to one that was never interrupted.
     """
     device = torch.device(device) if device is not None else pick_device(cfg.device)
+    device = distributed.setup(device)  # under torchrun: join the process group
+    log, progress = distributed.on_main_only(log, progress)
     precision = pick_precision(cfg.precision, device)
     model.to(device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
+    net = distributed.wrap(model, device)  # DistributedDataParallel in several processes, else model
     optimizer = make_optimizer(model, cfg)
     scheduler = make_scheduler(optimizer, cfg, len(train_loader))
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
@@ -289,19 +295,24 @@ def fit(model: nn.Module, train_loader, test_loader, cfg: TrainConfig, *, device
     if resume is not None:
         ckpt.restore_training(resume, model, optimizer, scheduler, scaler)
         epoch, step, history = resume["epoch"], resume["step"], list(resume["history"])
-        loss_sum, loss_count = resume["running"]["loss_sum"], resume["running"]["count"]
+        loss_sum, loss_count = distributed.resumed_running(resume["running"])
         best = ckpt.restore_best(resume, checkpoint_path)
 
     def save(at_epoch, at_step):
         if checkpoint_path is None:
             return
+        running = distributed.all_sum(loss_sum, loss_count)  # over all processes; only rank 0 writes
+        if not distributed.is_main():
+            return
         state = ckpt.training_state(model, optimizer, scheduler, scaler, cfg, epoch=at_epoch, step=at_step,
-                                    history=history, running={"loss_sum": loss_sum, "count": loss_count},
+                                    history=history, running={"loss_sum": running[0], "count": running[1]},
                                     best={"epoch": best["epoch"], "accuracy": best["accuracy"]})
         ckpt.save_checkpoint(state, checkpoint_path)
         if at_step == 0 and best["epoch"] == at_epoch:
             ckpt.save_checkpoint(state, ckpt.best_path(checkpoint_path))
 
+    if split := distributed.describe(cfg.batch_size):  # under torchrun: how the global batch is split
+        log(split)
     log(f"training on {device.type}, precision {precision}, "
         f"{'channels_last' if cfg.channels_last else 'contiguous'}, {len(train_loader.dataset):,} images, "
         f"{len(train_loader)} steps per epoch")
@@ -312,7 +323,7 @@ def fit(model: nn.Module, train_loader, test_loader, cfg: TrainConfig, *, device
         bar = tqdm(batches, total=len(train_loader), initial=step, desc=f"epoch {epoch + 1}/{cfg.epochs}",
                    disable=not progress, leave=False)
         for images, labels in bar:
-            loss = train_step(model, images, labels, optimizer, scheduler, scaler, loss_fn, device, precision,
+            loss = train_step(net, images, labels, optimizer, scheduler, scaler, loss_fn, device, precision,
                               cfg.channels_last)
             loss_sum += loss * len(labels)
             loss_count += len(labels)
@@ -323,6 +334,7 @@ def fit(model: nn.Module, train_loader, test_loader, cfg: TrainConfig, *, device
                 save(epoch, step)
         bar.close()
         seconds = time.perf_counter() - started
+        loss_sum, loss_count = distributed.all_sum(loss_sum, loss_count)  # the epoch's loss over all processes
         result = evaluate(model, test_loader, device, precision)
         record = {"epoch": epoch + 1, "train_loss": loss_sum / max(loss_count, 1),
                   "test_loss": result["loss"], "test_accuracy": result["accuracy"],
@@ -349,8 +361,9 @@ def build_loaders(cfg: TrainConfig, device: torch.device):
                             shift=cfg.shift)
     train_x, train_y = mnist_tensors(True, cfg.data_dir, device, cfg.subset, cfg.stratified)
     test_x, test_y = mnist_tensors(False, cfg.data_dir, device)
-    train_loader = TensorLoader(train_x, train_y, cfg.batch_size, shuffle=True, seed=cfg.seed, shift=cfg.shift)
-    test_loader = TensorLoader(test_x, test_y, cfg.eval_batch_size)
+    train_loader = TensorLoader(train_x, train_y, cfg.batch_size, shuffle=True, seed=cfg.seed, shift=cfg.shift,
+                                rank=distributed.rank(), world_size=distributed.world_size())  # a slice per process
+    test_loader = TensorLoader(*distributed.shard(test_x, test_y), cfg.eval_batch_size)
     return train_loader, test_loader
 
 
@@ -362,6 +375,7 @@ def train(cfg: TrainConfig | None = None, *, out=None, resume=None, force: bool 
     never overwritten unless ``force=True``. ``resume`` is a checkpoint path to continue:
     its settings are used, and it is written on as the run goes.
     """
+    resume = distributed.resume_after_restart(out, resume, log)  # torchrun restarted the job
     if resume is not None:
         state = ckpt.load_checkpoint(resume)
         cfg = TrainConfig.from_dict({**state["config"], **_overrides(cfg)})
@@ -376,7 +390,8 @@ def train(cfg: TrainConfig | None = None, *, out=None, resume=None, force: bool 
                     raise FileExistsError(f"{path} exists; pass --resume {out} to continue that run, "
                                           "--force to overwrite it, or choose another --out")
             ckpt.check_writable(out)
-    device = pick_device(cfg.device)
+    cfg = distributed.check_config(cfg, resume)  # the world size: recorded, or checked on resume
+    device = distributed.setup(pick_device(cfg.device))
     pick_precision(cfg.precision, device)  # fail before loading data
     torch.manual_seed(cfg.seed)
     model = AlexNet(width_mult=cfg.width_mult, dropout=cfg.dropout)
