@@ -80,7 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     # the user typed from the defaults.
     t = sub.add_parser("train", help="train on MNIST and write a checkpoint")
     t.add_argument("--epochs", type=_positive_int, help=f"passes over the training set (default {d.epochs})")
-    t.add_argument("--batch-size", type=_positive_int, help=f"default {d.batch_size}")
+    t.add_argument("--batch-size", type=_positive_int,
+                   help=f"images per step, all processes together; under torchrun each takes an equal share "
+                        f"(default {d.batch_size})")
     t.add_argument("--lr", type=_positive_float, help=f"peak learning rate (default {d.lr})")
     t.add_argument("--seed", type=_int, help=f"0 to 2**32-1 (default {d.seed})")
     t.add_argument("--device", choices=DEVICES, help="default auto: CUDA, else MPS, else CPU")
@@ -138,6 +140,10 @@ def _train(args, out, err) -> int:
                           f"setting of the run in {args.resume}; a resumed run keeps its recipe (change only "
                           "--epochs, --device, --precision, --channels-last, --compile, --data-dir, "
                           "--checkpoint-every)") from None
+    from .distributed import is_main
+
+    if not is_main():  # under torchrun rank 0 reports for all
+        return 0
 
     final = result.history[-1]
     summary = {"checkpoint": str(path), "best_checkpoint": str(best_path(path)),
@@ -206,7 +212,10 @@ def main(argv=None, out=None, err=None) -> int:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if not message.startswith("alexnet-tutorial"):
             message = f"alexnet-tutorial: error: {message}"
-        print(message, file=err)
+        from .distributed import is_main
+
+        if is_main():  # under torchrun every process fails alike: one line, not one per process
+            print(message, file=err)
         return EXIT_USAGE
     except OSError as exc:  # disk full, permission denied while writing, ...
         print(f"alexnet-tutorial: error: {exc.strerror or exc}"

@@ -205,12 +205,21 @@ class TensorLoader:
     can be replayed exactly: that is what makes resuming a killed run bit-identical.
     ``shift`` moves each training image by up to that many pixels in x and y; ``drop_last``
     drops a short last batch, so that every batch has one shape (for ``torch.compile``).
+
+    With ``world_size`` processes (chapter "More than one process") every one draws the same
+    order and cuts the same batches, and process ``rank`` takes its contiguous slice of each;
+    the last ``len % world_size`` images of each epoch's order are left out so all slices are equal.
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int,
-                 shuffle: bool = False, seed: int = 0, shift: int = 0, drop_last: bool = False):
+                 shuffle: bool = False, seed: int = 0, shift: int = 0, drop_last: bool = False,
+                 rank: int = 0, world_size: int = 1):
         if len(images) != len(labels):
             raise ValueError("images and labels differ in length")
+        if not 0 <= rank < world_size or batch_size % world_size:
+            raise ValueError(f"rank {rank} of {world_size} processes cannot take an equal slice of {batch_size}")
+        self.rank, self.world_size = rank, world_size
+        self.used = len(labels) - len(labels) % world_size  # images per epoch, all processes together
         self.images, self.labels = images, labels
         self.batch_size, self.shuffle, self.seed, self.shift = batch_size, shuffle, seed, shift
         self.drop_last = drop_last
@@ -219,8 +228,8 @@ class TensorLoader:
 
     def __len__(self) -> int:
         if self.drop_last:
-            return len(self.labels) // self.batch_size
-        return (len(self.labels) + self.batch_size - 1) // self.batch_size
+            return self.used // self.batch_size
+        return (self.used + self.batch_size - 1) // self.batch_size
 
     @property
     def dataset(self):  # len(loader.dataset) works as for a DataLoader
@@ -240,8 +249,13 @@ class TensorLoader:
             if self.shift:
                 shifts = torch.randint(-self.shift, self.shift + 1, (n, 2), generator=g).to(device)
         for step in range(self.start_step, len(self)):
-            idx = slice(step * self.batch_size, (step + 1) * self.batch_size)
+            idx = slice(step * self.batch_size, min((step + 1) * self.batch_size, self.used))
             batch = order[idx] if order is not None else idx  # a slice is a view: no copy
+            if self.world_size > 1:  # this process's slice of the global batch
+                if order is None:
+                    batch = torch.arange(idx.start, idx.stop, device=device)
+                part = len(batch) // self.world_size
+                batch = batch[self.rank * part:(self.rank + 1) * part]
             x, y = self.images[batch], self.labels[batch]
             if shifts is not None:
                 x = shift_images(x, shifts[batch], self.shift, self.background)

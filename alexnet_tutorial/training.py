@@ -21,6 +21,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
+from . import distributed
 from .data import MNIST_TRAIN_CLASS_COUNTS, TensorLoader, epoch_seed, make_loaders, mnist_tensors
 from .devices import (
     DEVICES,
@@ -47,7 +48,7 @@ class TrainConfig:
     """Every setting of a run; the notebooks, the command line and the tests build this."""
 
     epochs: int = 5                # passes over the training set
-    batch_size: int = 128          # images per optimizer step
+    batch_size: int = 128          # images per optimizer step (all processes together under torchrun)
     lr: float = 0.05               # peak SGD learning rate (reached after warm-up)
     momentum: float = 0.9          # SGD (Nesterov) momentum
     weight_decay: float = 5e-4     # L2 penalty on conv and linear weights (not biases)
@@ -68,6 +69,7 @@ class TrainConfig:
     stratified: bool = False       # with subset: the same number of images of every digit
     eval_batch_size: int = 1000    # images per batch when evaluating
     checkpoint_every: int = 0      # also checkpoint every N optimizer steps (0: epoch ends only)
+    world_size: int = 1            # processes training together (set from torchrun; see distributed.py)
 
     def __post_init__(self):
         self.validate()
@@ -150,11 +152,14 @@ def resume_config(saved: dict, cfg: TrainConfig | None, path="checkpoint") -> Tr
     if cfg is None:
         return base
     for f in fields(TrainConfig):
-        if f.name not in RESUMABLE and getattr(cfg, f.name) != getattr(base, f.name):
+        if f.name in RESUMABLE or f.name == "world_size":  # the world size is checked by distributed.py
+            continue
+        if getattr(cfg, f.name) != getattr(base, f.name):
             raise ResumeMismatch(f.name, getattr(cfg, f.name), getattr(base, f.name), path)
     changes = {name: getattr(cfg, name) for name in RESUMABLE}
     if cfg.data_dir is None:  # not given: the data stays where the run found it
         changes["data_dir"] = base.data_dir
+    changes["world_size"] = base.world_size
     return replace(base, **changes)
 
 
@@ -209,9 +214,10 @@ def evaluate(model: nn.Module, loader, device, precision: str = "fp32") -> dict:
             count += len(labels)
     finally:
         model.train(was_training)
+    total, hits, count = distributed.all_sum(total_loss.item(), correct.item(), count)  # sharded evaluation
     if count == 0:
         raise ValueError("evaluate got an empty loader")
-    return {"loss": total_loss.item() / count, "accuracy": correct.item() / count, "count": count}
+    return {"loss": total / count, "accuracy": hits / count, "count": count}
 
 
 def train_step(model: nn.Module, images, labels, optimizer, scheduler, scaler, loss_fn, device,
@@ -329,6 +335,8 @@ def fit(model: nn.Module, train_loader, test_loader, cfg: TrainConfig, *, device
     device type and precision the run then ends bit-identical to one never interrupted.
     """
     device = torch.device(device) if device is not None else pick_device(cfg.device)
+    device = distributed.setup(device)  # under torchrun: join the process group
+    log, progress = distributed.on_main_only(log, progress)
     precision = pick_precision(cfg.precision, device)
     channels_last = pick_channels_last(cfg.channels_last, device, precision)
     model.to(device)
@@ -337,6 +345,7 @@ def fit(model: nn.Module, train_loader, test_loader, cfg: TrainConfig, *, device
     steps_per_epoch = len(train_loader)
     optimizer = make_optimizer(model, cfg, device)
     scheduler = make_scheduler(optimizer, cfg, steps_per_epoch)
+    net = distributed.wrap(model, device)  # DistributedDataParallel in several processes, else model
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     where = {"device": device.type, "precision": precision}
@@ -345,17 +354,24 @@ def fit(model: nn.Module, train_loader, test_loader, cfg: TrainConfig, *, device
     if resume is not None:
         ckpt.restore_training(resume, model, optimizer, scheduler, scaler)
         run = RunState.from_checkpoint(resume)
+        run.loss_sum, run.count = distributed.resumed_running(resume["running"])
         best_state = _restore_best(resume, run, resume_path or checkpoint_path, checkpoint_path, log)
         _log_resume(resume, run, cfg, where, log)
 
     def save(is_best: bool = False):
         if checkpoint_path is None:
             return
-        state = ckpt.training_state(model, optimizer, scheduler, scaler, cfg, **run.fields(), **where)
+        loss_sum, count = distributed.all_sum(run.loss_sum, run.count)  # over all processes; rank 0 writes
+        if not distributed.is_main():
+            return
+        fields = {**run.fields(), "running": {"loss_sum": loss_sum, "count": count}}
+        state = ckpt.training_state(model, optimizer, scheduler, scaler, cfg, **fields, **where)
         if is_best:  # the .best file first: a kill between the two writes then loses nothing
             ckpt.save_checkpoint(state, ckpt.best_path(checkpoint_path))
         ckpt.save_checkpoint(state, checkpoint_path)
 
+    if split := distributed.describe(cfg.batch_size):  # under torchrun: how the global batch is split
+        log(split)
     log(f"training on {describe_device(device)}")
     log(f"precision {precision}, {'channels_last' if channels_last else 'contiguous'} layout, "
         f"{len(train_loader.dataset):,} images, batch {cfg.batch_size}, {steps_per_epoch} steps per epoch, "
@@ -363,9 +379,9 @@ def fit(model: nn.Module, train_loader, test_loader, cfg: TrainConfig, *, device
     note = precision_note(precision, device)
     if note:
         log(note)
-    step_model = model
+    step_model = net
     if cfg.compile:
-        step_model = torch.compile(model, mode="reduce-overhead" if device.type == "cuda" else None)
+        step_model = torch.compile(net, mode="reduce-overhead" if device.type == "cuda" else None)
     compile_seconds = None
     model.train()
     with _cudnn_autotune(device):
@@ -375,6 +391,7 @@ def fit(model: nn.Module, train_loader, test_loader, cfg: TrainConfig, *, device
             if cfg.compile and compile_seconds is None:
                 compile_seconds = first
                 log(f"torch.compile: the first step (compiling) took {first:.1f} s")
+            run.loss_sum, run.count, seen = distributed.all_sum(run.loss_sum, run.count, seen)
             record = end_epoch(model, test_loader, cfg, run, device, precision, seconds, seen, log)
             is_best = record["test_accuracy"] > run.best_accuracy
             if is_best:
@@ -479,8 +496,9 @@ def build_loaders(cfg: TrainConfig, device: torch.device):
     train_x, train_y = mnist_tensors(True, cfg.data_dir, device, cfg.subset, cfg.stratified)
     test_x, test_y = mnist_tensors(False, cfg.data_dir, device)
     train_loader = TensorLoader(train_x, train_y, cfg.batch_size, shuffle=True, seed=cfg.seed, shift=cfg.shift,
-                                drop_last=cfg.compile)
-    test_loader = TensorLoader(test_x, test_y, cfg.eval_batch_size)
+                                drop_last=cfg.compile, rank=distributed.rank(),
+                                world_size=distributed.world_size())  # a slice of every batch per process
+    test_loader = TensorLoader(*distributed.shard(test_x, test_y), cfg.eval_batch_size)
     return train_loader, test_loader
 
 
@@ -493,6 +511,7 @@ def train(cfg: TrainConfig | None = None, *, out=None, resume=None, force: bool 
     it, ``cfg`` may change only the settings in :data:`RESUMABLE` (see :func:`resume_config`),
     and ``out`` defaults to ``resume`` (the run is written on in place).
     """
+    resume = distributed.resume_after_restart(out, resume, log)  # torchrun restarted the job
     state = None
     if resume is not None:
         state = ckpt.load_checkpoint(resume)
@@ -509,7 +528,8 @@ def train(cfg: TrainConfig | None = None, *, out=None, resume=None, force: bool 
                 raise FileExistsError(f"{path} exists; pass --resume {out} to continue that run, "
                                       "--force to overwrite it, or choose another --out")
         ckpt.check_writable(out)
-    device = pick_device(cfg.device)
+    cfg = distributed.check_config(cfg, resume)  # the world size: recorded, or checked on resume
+    device = distributed.setup(pick_device(cfg.device))
     pick_precision(cfg.precision, device)  # fail before loading data
     torch.manual_seed(cfg.seed)
     model = AlexNet(width_mult=cfg.width_mult, dropout=cfg.dropout)

@@ -9,8 +9,10 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 BOOK = ROOT / "book"
 CHAPTERS = ["01_introduction.md", "02_data.ipynb", "03_model.ipynb", "04_training.ipynb",
-            "05_saving.ipynb", "06_predictions.ipynb", "07_errata.ipynb", "08_speed.ipynb"]
-TRAINED = ["03_model.ipynb", "04_training.ipynb", "05_saving.ipynb", "06_predictions.ipynb", "07_errata.ipynb"]
+            "05_saving.ipynb", "06_predictions.ipynb", "07_errata.ipynb", "08_speed.ipynb",
+            "09_distributed.ipynb"]
+TRAINED = ["03_model.ipynb", "04_training.ipynb", "05_saving.ipynb", "06_predictions.ipynb", "07_errata.ipynb",
+           "09_distributed.ipynb"]
 
 
 def markdown(name: str) -> str:
