@@ -459,7 +459,8 @@ def end_epoch(model, test_loader, cfg: TrainConfig, run: RunState, device, preci
 def _restore_best(state: dict, run: RunState, resume_path, checkpoint_path, log) -> dict | None:
     """The best epoch's weights for a resumed run; its epoch and accuracy stay on record even
     when the weights are nowhere to be had. When the run goes on into another file, that
-    file's .best is written at once, so that it is complete on its own."""
+    file's .best is written at once (and so is a missing or stale one beside the resumed file),
+    so that every later checkpoint of the run can count on it."""
     found = ckpt.find_best(state, resume_path)
     if found is None:
         if run.best_epoch:
@@ -468,9 +469,11 @@ def _restore_best(state: dict, run: RunState, resume_path, checkpoint_path, log)
                 f"{100 * run.best_accuracy:.2f}%) are not in {where} (missing, or from another run); the epoch "
                 "stays the best on record, and a .best file is written only when a later epoch beats it")
         return None
-    if checkpoint_path is not None and resume_path is not None and found is not state \
-            and ckpt.best_path(checkpoint_path).resolve() != ckpt.best_path(resume_path).resolve():
-        ckpt.save_checkpoint(found, ckpt.best_path(checkpoint_path))
+    if checkpoint_path is not None and distributed.is_main():
+        target = ckpt.best_path(checkpoint_path)
+        there = ckpt.load_checkpoint(target) if target.exists() else None
+        if there is None or (there.get("run_id"), there["epoch"]) != (found.get("run_id"), found["epoch"]):
+            ckpt.save_checkpoint(found, target)  # the .best file this run's checkpoint counts on
     return found["model"]
 
 

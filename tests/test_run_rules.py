@@ -362,3 +362,31 @@ def test_compile_gets_batches_of_one_shape_and_reports_its_time(tiny, monkeypatc
     assert calls == [None]  # the CPU gets the default mode; CUDA gets "reduce-overhead"
     assert shapes == [(32, 1, 28, 28)] * 3  # 100 images: the short last batch of 4 is dropped
     assert result.compile_seconds is not None and any("torch.compile" in line for line in lines)
+
+
+def test_a_best_file_left_behind_is_written_again_before_the_run_goes_on(tiny, tmp_path, scripted_accuracy,
+                                                                         die_after, monkeypatch):
+    # The main file was copied alone right after its best epoch; the resumed run then dies in
+    # the middle of the next epoch. The second resume must still find the best epoch's weights.
+    scripted_accuracy(0.5, 0.9, 0.6, 0.7)
+    die_after(2, 0)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny(epochs=4, checkpoint_every=2), out=tmp_path / "a.pt", **quiet)
+    elsewhere = tmp_path / "copy"
+    elsewhere.mkdir()
+    shutil.copy(tmp_path / "a.pt", elsewhere / "a.pt")
+    best_weights = ckpt.load_checkpoint(tmp_path / "a.pt")["model"]
+    real = ckpt.save_checkpoint
+
+    def die_mid_epoch_3(state, path):
+        real(state, path)
+        if (state["epoch"], state["step"]) == (2, 2) and not str(path).endswith(".best.pt"):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(ckpt, "save_checkpoint", die_mid_epoch_3)
+    with pytest.raises(KeyboardInterrupt):
+        train(None, resume=elsewhere / "a.pt", **quiet)
+    monkeypatch.setattr(ckpt, "save_checkpoint", real)
+    assert ckpt.load_checkpoint(elsewhere / "a.best.pt")["epoch"] == 2
+    result = train(None, resume=elsewhere / "a.pt", **quiet)
+    assert result.best_epoch == 2 and weights_equal(result.best_state, best_weights)
