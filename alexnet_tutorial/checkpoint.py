@@ -153,7 +153,7 @@ def training_state(model, optimizer, scheduler, scaler, cfg, *, epoch: int, step
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
         "scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else None,
-        "config": cfg.to_dict(),
+        "config": cfg.resolved().to_dict(),  # every automatic setting as the run resolved it
         "epoch": epoch, "step": step,
         "history": [dict(h) for h in history],
         "running": dict(running),

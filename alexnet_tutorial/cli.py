@@ -81,9 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train on MNIST and write a checkpoint")
     t.add_argument("--epochs", type=_positive_int, help=f"passes over the training set (default {d.epochs})")
     t.add_argument("--batch-size", type=_positive_int,
-                   help=f"images per step, all processes together; under torchrun each takes an equal share "
-                        f"(default {d.batch_size})")
-    t.add_argument("--lr", type=_positive_float, help=f"peak learning rate (default {d.lr})")
+                   help="images per step, all processes together; under torchrun each takes an equal share "
+                        "(default: chosen for the run's length, 128 for a full run; the log's recipe: line "
+                        "says what was chosen)")
+    t.add_argument("--lr", type=_positive_float,
+                   help="peak learning rate (default: follows the batch size, 0.05 at batch 128)")
     t.add_argument("--seed", type=_int, help=f"0 to 2**32-1 (default {d.seed})")
     t.add_argument("--device", choices=DEVICES, help="default auto: CUDA, else MPS, else CPU")
     t.add_argument("--precision", choices=PRECISIONS, help="default auto: bf16 or fp16 where native, else fp32")

@@ -48,15 +48,16 @@ class TrainConfig:
     """Every setting of a run; the notebooks, the command line and the tests build this."""
 
     epochs: int = 5                # passes over the training set
-    batch_size: int = 128          # images per optimizer step (all processes together under torchrun)
-    lr: float = 0.05               # peak SGD learning rate (reached after warm-up)
+    # None below: follows the run's length, by the rule in resolve_recipe (printed in the log).
+    batch_size: int | None = None  # images per optimizer step (all processes together under torchrun)
+    lr: float | None = None        # peak SGD learning rate (reached after warm-up)
     momentum: float = 0.9          # SGD (Nesterov) momentum
     weight_decay: float = 5e-4     # L2 penalty on conv and linear weights (not biases)
     schedule: str = "onecycle"     # "onecycle": linear warm-up, then linear decay to 0; or "constant"
     warmup: float = 0.15           # fraction of all steps spent warming up (onecycle only)
-    label_smoothing: float = 0.1   # share of the target spread over all 10 classes: 0.91 true, 0.01 each other
-    shift: int = 2                 # random translation of training images, in pixels (0: none)
-    dropout: float = 0.5           # drop probability before fc1 and fc2
+    label_smoothing: float | None = None  # target share spread over all 10 classes: 0.1 gives 0.91 true, 0.01 others
+    shift: int | None = None       # random translation of training images, in pixels (0: none)
+    dropout: float | None = None   # drop probability before fc1 and fc2
     width_mult: float = 1.0        # scales every channel and hidden width
     seed: int = 0                  # 0 .. 2**32-1; weights, data order, shifts and dropout all follow it
     device: str = "auto"           # "auto": CUDA, else MPS, else CPU
@@ -80,18 +81,21 @@ class TrainConfig:
             if not ok:
                 raise ValueError(msg)
         need(isinstance(self.epochs, int) and self.epochs >= 1, f"epochs must be a positive integer, got {self.epochs}")
-        need(isinstance(self.batch_size, int) and self.batch_size >= 1,
+        need(self.batch_size is None or isinstance(self.batch_size, int) and self.batch_size >= 1,
              f"batch size must be a positive integer, got {self.batch_size}")
         need(isinstance(self.eval_batch_size, int) and self.eval_batch_size >= 1,
              f"eval batch size must be positive, got {self.eval_batch_size}")
-        need(math.isfinite(self.lr) and self.lr > 0, f"learning rate must be positive, got {self.lr}")
+        need(self.lr is None or math.isfinite(self.lr) and self.lr > 0,
+             f"learning rate must be positive, got {self.lr}")
         need(0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}")
         need(math.isfinite(self.weight_decay) and self.weight_decay >= 0,
              f"weight decay must be >= 0, got {self.weight_decay}")
         need(0 <= self.warmup < 1, f"warmup must be a fraction in [0, 1), got {self.warmup}")
-        need(0 <= self.label_smoothing < 1, f"label smoothing must be in [0, 1), got {self.label_smoothing}")
-        need(isinstance(self.shift, int) and 0 <= self.shift <= 8, f"shift must be 0..8 pixels, got {self.shift}")
-        need(0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}")
+        need(self.label_smoothing is None or 0 <= self.label_smoothing < 1,
+             f"label smoothing must be in [0, 1), got {self.label_smoothing}")
+        need(self.shift is None or isinstance(self.shift, int) and 0 <= self.shift <= 8,
+             f"shift must be 0..8 pixels, got {self.shift}")
+        need(self.dropout is None or 0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}")
         need(math.isfinite(self.width_mult) and self.width_mult > 0,
              f"width_mult must be positive, got {self.width_mult}")
         need(self.device in DEVICES, f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
@@ -115,6 +119,10 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def resolved(self, train_size: int | None = None) -> TrainConfig:
+        """A copy with every automatic (None) setting chosen by :func:`resolve_recipe`."""
+        return resolve_recipe(self, train_size)
+
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
         """Build from a dict, ignoring keys this version does not know."""
@@ -125,8 +133,68 @@ class TrainConfig:
 # The original write-up's recipe (with its bugs fixed elsewhere): the errata and the
 # speed benchmark compare against it.
 ORIGINAL_RECIPE = dict(batch_size=64, lr=0.01, momentum=0.9, weight_decay=0.0, schedule="constant",
-                       label_smoothing=0.0, shift=0, precision="fp32", channels_last=False,
+                       label_smoothing=0.0, shift=0, dropout=0.5, precision="fp32", channels_last=False,
                        loader="torchvision")
+
+# The automatic recipe (resolve_recipe). Its full strength is tuned for the default full run,
+# 5 epochs of 60,000 images; benchmarks/recipe.py measures it at other lengths.
+AUTO_FIELDS = ("batch_size", "lr", "dropout", "label_smoothing", "shift")
+FULL_RUN_IMAGES = 5 * 60_000  # training images a full run sees: regularisation at full strength
+BASE_BATCH, BASE_LR = 128, 0.05  # the full run's batch and peak learning rate
+MIN_STEPS = 300  # a short run takes smaller batches (down to 32) to get at least this many steps
+FULL_DROPOUT, FULL_SMOOTHING, FULL_SHIFT = 0.5, 0.1, 2
+
+
+def recipe_lr(batch_size: int) -> float:
+    """The peak learning rate for ``batch_size``: ``BASE_LR`` at ``BASE_BATCH``, in proportion
+    to the batch below it (the linear scaling rule), and with its square root above it (larger
+    steps in proportion make this network, which has no batch norm, diverge)."""
+    ratio = batch_size / BASE_BATCH
+    return BASE_LR * (ratio if ratio <= 1 else math.sqrt(ratio))
+
+
+def resolve_recipe(cfg: TrainConfig, train_size: int | None = None) -> TrainConfig:
+    """``cfg`` with each automatic (None) setting of :data:`AUTO_FIELDS` filled in for the
+    run's length; settings given explicitly are kept. ``train_size`` is the number of
+    training images (default: ``cfg.subset`` or 60,000).
+
+    - batch: 128, or the largest of 64 and 32 that still gives :data:`MIN_STEPS` steps
+      (32 when none does): a short run learns from steps, not from images per step;
+    - peak learning rate: :func:`recipe_lr` of the batch;
+    - dropout, label smoothing and random shifts: full strength (0.5, 0.1, 2 px) for a run
+      that sees 300,000 training images or more, in proportion below (a 1-epoch run of
+      60,000 images gets a fifth: 0.1, 0.02, 0 px). Regularisation pays off only on long runs:
+      on a short one it keeps the network from learning at all.
+    """
+    size = train_size if train_size is not None else (cfg.subset or 60_000)
+    images = size * cfg.epochs
+    values = {}
+    batch = cfg.batch_size
+    if batch is None:
+        batch = next((b for b in (BASE_BATCH, 64, 32) if images // b >= MIN_STEPS), 32)
+        values["batch_size"] = batch
+    if cfg.lr is None:
+        values["lr"] = round(recipe_lr(batch), 6)
+    strength = min(1.0, images / FULL_RUN_IMAGES)
+    if cfg.dropout is None:
+        values["dropout"] = round(FULL_DROPOUT * strength, 2)
+    if cfg.label_smoothing is None:
+        values["label_smoothing"] = round(FULL_SMOOTHING * strength, 3)
+    if cfg.shift is None:
+        values["shift"] = round(FULL_SHIFT * strength)
+    return replace(cfg, **values)
+
+
+def describe_recipe(cfg: TrainConfig, resolved: TrainConfig, train_size: int) -> str:
+    """One log line: the recipe of the run, and which settings the run's length chose."""
+    auto = [name for name in AUTO_FIELDS if getattr(cfg, name) is None]
+    images = train_size * resolved.epochs
+    text = (f"recipe: batch {resolved.batch_size}, peak lr {resolved.lr:g}, dropout {resolved.dropout:g}, "
+            f"label smoothing {resolved.label_smoothing:g}, shift {resolved.shift} px")
+    if auto:
+        text += (f" ({', '.join(name.replace('_', ' ') for name in auto)} chosen for "
+                 f"{resolved.epochs} x {train_size:,} = {images:,} training images)")
+    return text
 
 
 # What a resumed run may change: where and how it runs, how long, how often it saves. Every
@@ -154,6 +222,8 @@ def resume_config(saved: dict, cfg: TrainConfig | None, path="checkpoint") -> Tr
     for f in fields(TrainConfig):
         if f.name in RESUMABLE or f.name == "world_size":  # the world size is checked by distributed.py
             continue
+        if f.name in AUTO_FIELDS and getattr(cfg, f.name) is None:  # automatic: the run's own choice
+            continue
         if getattr(cfg, f.name) != getattr(base, f.name):
             raise ResumeMismatch(f.name, getattr(cfg, f.name), getattr(base, f.name), path)
     changes = {name: getattr(cfg, name) for name in RESUMABLE}
@@ -165,7 +235,9 @@ def resume_config(saved: dict, cfg: TrainConfig | None, path="checkpoint") -> Tr
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig, device=None) -> torch.optim.Optimizer:
     """SGD with Nesterov momentum; weight decay on weights only, not on biases. On CUDA the
-    update of all parameters runs as one fused kernel."""
+    update of all parameters runs as one fused kernel. An automatic learning rate is
+    resolved as :func:`resolve_recipe` does."""
+    cfg = resolve_recipe(cfg)
     decay = [p for p in model.parameters() if p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.ndim <= 1]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
@@ -272,6 +344,7 @@ class FitResult:
     precision: str
     device: str
     compile_seconds: float | None = None  # with compile: how long the first step (compilation) took
+    config: TrainConfig | None = None     # the run's settings, automatic ones resolved (resolve_recipe)
 
     def best_model(self) -> nn.Module:
         """A copy of the network with the best epoch's weights."""
@@ -325,7 +398,7 @@ def _cudnn_autotune(device: torch.device):
 
 def fit(model: nn.Module, train_loader, test_loader, cfg: TrainConfig, *, device=None,
         checkpoint_path=None, resume: dict | None = None, resume_path=None, progress: bool = True,
-        log=print) -> FitResult:
+        log=print, given: TrainConfig | None = None) -> FitResult:
     """Train ``model`` for ``cfg.epochs`` epochs, evaluating on ``test_loader`` after each.
 
     With ``checkpoint_path`` a checkpoint is written atomically at every epoch end (and every
@@ -333,10 +406,18 @@ def fit(model: nn.Module, train_loader, test_loader, cfg: TrainConfig, *, device
     :func:`alexnet_tutorial.checkpoint.best_path`). ``resume`` is a loaded checkpoint to
     continue from (read from ``resume_path``, by default ``checkpoint_path``): on the same
     device type and precision the run then ends bit-identical to one never interrupted.
+    Automatic (None) settings of ``cfg`` are chosen by :func:`resolve_recipe` for the training
+    set's size; the log names them (``given``: the settings as first given, when ``cfg`` has
+    already been resolved).
     """
     device = torch.device(device) if device is not None else pick_device(cfg.device)
     device = distributed.setup(device)  # under torchrun: join the process group
     log, progress = distributed.on_main_only(log, progress)
+    asked, train_size = given or cfg, len(train_loader.dataset)
+    cfg = resolve_recipe(cfg, train_size)
+    dropouts = {m.p for m in model.modules() if isinstance(m, nn.Dropout)}
+    if len(dropouts) == 1 and cfg.dropout not in dropouts:  # the model was built by hand: record its own
+        cfg = replace(cfg, dropout=dropouts.pop())
     precision = pick_precision(cfg.precision, device)
     channels_last = pick_channels_last(cfg.channels_last, device, precision)
     model.to(device)
@@ -376,6 +457,7 @@ def fit(model: nn.Module, train_loader, test_loader, cfg: TrainConfig, *, device
     log(f"precision {precision}, {'channels_last' if channels_last else 'contiguous'} layout, "
         f"{len(train_loader.dataset):,} images, batch {cfg.batch_size}, {steps_per_epoch} steps per epoch, "
         f"{cfg.epochs} epochs")
+    log(describe_recipe(asked, cfg, train_size))
     note = precision_note(precision, device)
     if note:
         log(note)
@@ -400,7 +482,7 @@ def fit(model: nn.Module, train_loader, test_loader, cfg: TrainConfig, *, device
             save(is_best)
     return FitResult(model=model, history=run.history, best_state=best_state, best_epoch=run.best_epoch,
                      best_accuracy=run.best_accuracy, precision=precision, device=str(device),
-                     compile_seconds=compile_seconds)
+                     compile_seconds=compile_seconds, config=cfg)
 
 
 def run_epoch(model, loader, cfg: TrainConfig, run: RunState, device, precision, channels_last, parts, save,
@@ -522,7 +604,8 @@ def train(cfg: TrainConfig | None = None, *, out=None, resume=None, force: bool 
         if cfg.epochs < state["epoch"]:
             raise ValueError(f"the run in {resume} has already finished {state['epoch']} epochs; "
                              f"epochs must be at least {state['epoch']}, got {cfg.epochs}")
-    cfg = cfg or TrainConfig()
+    given = cfg or TrainConfig()
+    cfg = resolve_recipe(given)
     out = Path(out) if out is not None else (Path(resume) if resume is not None else None)
     same_file = resume is not None and out is not None and out.resolve() == Path(resume).resolve()
     if out is not None and not same_file:
@@ -539,5 +622,5 @@ def train(cfg: TrainConfig | None = None, *, out=None, resume=None, force: bool 
     if state is not None:
         ckpt.load_weights(model, state, resume)  # fails here, naming the file, if they do not fit
     train_loader, test_loader = build_loaders(cfg, device)
-    return fit(model, train_loader, test_loader, cfg, device=device, checkpoint_path=out, resume=state,
+    return fit(model, train_loader, test_loader, cfg, device=device, checkpoint_path=out, resume=state, given=given,
                resume_path=resume, progress=progress, log=log)

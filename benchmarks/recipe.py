@@ -1,12 +1,18 @@
-"""Train a few variants of the default recipe and print how accurate and how fast each is.
+"""Train recipes side by side and print how accurate and how fast each is.
 
-Each variant is ``TrainConfig()`` with one or two settings changed, trained on the full
-training set (or ``--subset`` images) and evaluated on the 10,000 test images after every
-epoch. The table reports the final test accuracy per seed, their mean, and the training time
-(evaluation excluded). The runs that chose the package's defaults are in
-``benchmarks/results/recipe-*.txt``; see benchmarks/README.md.
+Two modes. ``--variants``: ``TrainConfig()`` with one or two settings changed, on the full
+training set (or ``--subset`` images), evaluated on the 10,000 test images after every epoch;
+the table reports the final test accuracy per seed, their mean, and the training time
+(evaluation excluded).
+
+``--sweep``: fixed recipes against the package's automatic one (``resolve_recipe``) at several
+budgets (images x epochs), every recipe trained with every seed, interleaved so that all of
+them share the machine's conditions; the table gives the mean final test accuracy per budget
+and recipe. The results that chose the package's defaults are in ``benchmarks/results/``;
+see benchmarks/README.md.
 
     python benchmarks/recipe.py --epochs 2 --variants default lr=0.02 lr=0.1
+    python benchmarks/recipe.py --sweep --budgets 2000x1 3000x1 10000x1 --seeds 0 1 2
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import time
 
 import torch
 
+from alexnet_tutorial.devices import describe_device, pick_device
 from alexnet_tutorial.training import TrainConfig, train
 
 # name: the settings that differ from TrainConfig's defaults.
@@ -33,6 +40,56 @@ VARIANTS = {
     "constant-lr": {"schedule": "constant", "lr": 0.01},
     "fp32": {"precision": "fp32"},
 }
+
+# The sweep's recipes: name: settings over TrainConfig's (None: the automatic recipe).
+RECIPES = {
+    # The original post's: batch 64, SGD lr 0.01 momentum 0.9 at a constant rate, no weight
+    # decay, no dropout, no smoothing or shifts (on the fixed network and normalised data).
+    "original": dict(batch_size=64, lr=0.01, weight_decay=0.0, schedule="constant", dropout=0.0,
+                     label_smoothing=0.0, shift=0),
+    # The book's quick mode before the automatic recipe: a hand-lowered lr, no regularisation.
+    "old-quick": dict(batch_size=128, lr=0.01, dropout=0.0, label_smoothing=0.0, shift=0),
+    # The fixed defaults before the automatic recipe (the full run's recipe at every length).
+    "old-defaults": dict(batch_size=128, lr=0.05, dropout=0.5, label_smoothing=0.1, shift=2),
+    "auto": {},
+}
+DEFAULT_BUDGETS = ["2000x1", "3000x1", "10000x1", "10000x2", "60000x1", "60000x5"]
+
+
+def parse_budget(text: str) -> tuple[int, int]:
+    """``"10000x2"`` -> (10000, 2): training images and epochs."""
+    images, _, epochs = text.partition("x")
+    return int(images), int(epochs or 1)
+
+
+def run_recipe(name: str, images: int, epochs: int, seed: int, data_dir, precision: str) -> dict:
+    """Train one sweep recipe at one budget with one seed."""
+    cfg = TrainConfig(**RECIPES[name], epochs=epochs, seed=seed, subset=images if images < 60_000 else None,
+                      data_dir=data_dir, precision=precision)
+    result = train(cfg, progress=False, log=lambda _m: None)
+    return {"recipe": name, "images": images, "epochs": epochs, "seed": seed,
+            "config": result.config.to_dict(), "precision": result.precision,
+            "test_accuracy": result.history[-1]["test_accuracy"],
+            "train_seconds": sum(h["seconds"] for h in result.history), "history": result.history}
+
+
+def sweep_table(rows: list[dict]) -> str:
+    """Budgets down, recipes across: mean final test accuracy (%) and the seeds behind it."""
+    names = [n for n in RECIPES if any(r["recipe"] == n for r in rows)]
+    budgets = list(dict.fromkeys((r["images"], r["epochs"]) for r in rows))
+    out = [f"{'budget':<14}" + "".join(f"{n:>14}" for n in names) + "  auto's recipe"]
+    for images, epochs in budgets:
+        cells = []
+        here = [r for r in rows if (r["images"], r["epochs"]) == (images, epochs)]
+        for n in names:
+            accs = [100 * r["test_accuracy"] for r in here if r["recipe"] == n]
+            cells.append(f"{sum(accs) / len(accs):>9.2f} ({len(accs)})" if accs else f"{'-':>14}")
+        auto = next((r["config"] for r in here if r["recipe"] == "auto"), None)
+        note = (f"  batch {auto['batch_size']}, lr {auto['lr']:g}, dropout {auto['dropout']:g}, "
+                f"smoothing {auto['label_smoothing']:g}, shift {auto['shift']}") if auto else ""
+        out.append(f"{f'{images:,} x {epochs}':<14}" + "".join(cells) + note)
+    out.append("mean test accuracy (%) over the seeds run (their number in brackets)")
+    return "\n".join(out)
 
 
 def run_variant(name: str, epochs: int, seed: int, subset: int | None, data_dir: str | None) -> dict:
@@ -63,6 +120,12 @@ def table(rows: list[dict]) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sweep", action="store_true", help="fixed recipes against the automatic one, at --budgets")
+    parser.add_argument("--budgets", nargs="+", default=DEFAULT_BUDGETS, metavar="IMAGESxEPOCHS",
+                        help=f"with --sweep (default: {' '.join(DEFAULT_BUDGETS)})")
+    parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES),
+                        help="with --sweep: which recipes (default: all)")
+    parser.add_argument("--precision", default="auto", help="with --sweep (default auto)")
     parser.add_argument("--variants", nargs="+", default=["default"], choices=list(VARIANTS),
                         help="which variants to train (default: default)")
     parser.add_argument("--epochs", type=int, default=2, help="epochs per run (default 2)")
@@ -78,11 +141,29 @@ def main(argv=None) -> int:
     def save():  # after every run, so that a stopped sweep keeps what it measured
         if args.json:
             with open(args.json, "w") as f:
-                json.dump({"argv": sys.argv, "torch": torch.__version__, "threads": torch.get_num_threads(),
-                           "runs": rows}, f, indent=2)
+                json.dump({"argv": sys.argv, "device": describe_device(pick_device("auto")), "torch": torch.__version__,
+                           "threads": torch.get_num_threads(), "runs": rows}, f, indent=2)
 
     started = time.perf_counter()
     rows = []
+    if args.sweep:
+        print(f"$ {' '.join(sys.argv)}")
+        print(f"# {describe_device(pick_device('auto'))}; torch {torch.__version__}; "
+              f"started {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}", flush=True)
+        for budget in args.budgets:
+            images, epochs = parse_budget(budget)
+            for seed in args.seeds:
+                for name in args.recipes:
+                    row = run_recipe(name, images, epochs, seed, args.data_dir, args.precision)
+                    rows.append(row)
+                    save()
+                    print(f"  {images:,} x {epochs} {name} seed {seed}: {100 * row['test_accuracy']:.2f}% "
+                          f"({row['train_seconds']:.0f} s training)", flush=True)
+        print()
+        print(f"precision {rows[0]['precision']}; train s exclude evaluation")
+        print(sweep_table(rows))
+        print(f"total wall time {time.perf_counter() - started:.0f} s")
+        return 0
     for name in args.variants:
         for seed in args.seeds:
             row = run_variant(name, args.epochs, seed, args.subset, args.data_dir)

@@ -97,6 +97,7 @@ def package_pipeline(device, seed, subset, data_dir, epochs, settings=None):
     """``TrainConfig()``'s defaults (with ``settings`` over them: batch size, compile, ...)
     through the package's pieces; the step is the one in ``fit``."""
     cfg = TrainConfig(**{**dict(epochs=epochs, seed=seed, subset=subset, data_dir=data_dir), **(settings or {})})
+    cfg = cfg.resolved()  # the automatic recipe for this run's length, as train() resolves it
     precision = pick_precision(cfg.precision, device)
     channels_last = pick_channels_last(cfg.channels_last, device, precision)
     train_x, train_y = mnist_tensors(True, data_dir, device, subset)

@@ -46,3 +46,24 @@ def test_recipe_smoke_prints_a_row_per_variant(tmp_path, data_dir):
     runs = json.loads(out.read_text())["runs"]
     assert [r["variant"] for r in runs] == ["default", "no-shift"]
     assert all(r["config"]["subset"] == 256 and len(r["history"]) == 1 for r in runs)
+
+
+def test_recipe_sweep_trains_every_recipe_at_every_budget_and_tabulates_the_means(tmp_path, data_dir):
+    out = tmp_path / "sweep.json"
+    text = run("recipe.py", "--sweep", "--budgets", "200x1", "300x1", "--recipes", "original", "auto",
+               "--seeds", "0", "--data-dir", str(data_dir), "--json", str(out))
+    lines = text.splitlines()
+    assert lines[0].startswith("$ ") and "--sweep" in lines[0]  # the command that made the table
+    assert "CPU" in lines[1] or "GPU" in lines[1] or "MPS" in lines[1]  # the hardware it ran on
+    header = next(line for line in lines if line.startswith("budget"))
+    assert "original" in header and "auto" in header
+    saved = json.loads(out.read_text())
+    runs = saved["runs"]
+    assert [(r["images"], r["recipe"]) for r in runs] == [(200, "original"), (200, "auto"), (300, "original"),
+                                                          (300, "auto")]
+    assert saved["device"] == lines[1].removeprefix("# ").split(";")[0]
+    auto = next(r for r in runs if r["recipe"] == "auto")
+    assert auto["config"]["batch_size"] == 32 and auto["config"]["lr"] == 0.0125  # resolved, not None
+    row = next(line for line in lines if line.startswith("200 x 1"))
+    mean = sum(100 * r["test_accuracy"] for r in runs if r["images"] == 200 and r["recipe"] == "original")
+    assert f"{mean:.2f} (1)" in row

@@ -91,7 +91,7 @@ class RecordingLoader(TensorLoader):
 
 def tiny_fit(train_sample, small_eval, seed=0, **overrides):
     settings = dict(epochs=1, batch_size=32, width_mult=0.25, device="cpu", precision="fp32", shift=1, seed=seed)
-    cfg = TrainConfig(**{**settings, **overrides})
+    cfg = TrainConfig(**{**settings, **overrides}).resolved(train_size=100)
     images, labels = train_sample
     loader = RecordingLoader(images[:100], labels[:100], cfg.batch_size, shuffle=True, seed=cfg.seed,
                              shift=cfg.shift)
