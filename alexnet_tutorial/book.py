@@ -30,10 +30,10 @@ def quick_mode() -> bool:
 
 def quick_config(**overrides) -> TrainConfig:
     """The short run that quick mode trains instead of the full one: 2 epochs on 5,000
-    training images (500 of each digit). So short a run learns best with a lower peak
-    learning rate and without the recipe's regularisation (dropout, label smoothing, random
-    shifts), which pays off only over longer runs. Other settings keep the defaults."""
-    settings = dict(subset=5000, stratified=True, epochs=2, lr=0.01, dropout=0.0, label_smoothing=0.0, shift=0)
+    training images (500 of each digit), with the package's automatic recipe for that
+    length (see :func:`alexnet_tutorial.training.resolve_recipe`). ``overrides`` change
+    any setting."""
+    settings = dict(subset=5000, stratified=True, epochs=2)
     return TrainConfig(**{**settings, **overrides})
 
 
@@ -81,3 +81,68 @@ def trained_checkpoint(path=None, quick: bool | None = None, log=print) -> Path:
 def trained_model(path=None, quick: bool | None = None, log=print) -> nn.Module:
     """The network in :func:`trained_checkpoint`, on the CPU, in eval mode."""
     return load_model(trained_checkpoint(path, quick, log))
+
+
+def show_source(obj, lines: tuple[int, int] | None = None):
+    """The source of a function or class of the package, read from the package itself
+    (so that the page cannot drift from the code), as syntax-highlighted Python.
+
+    ``lines`` keeps only that range (1-based, inclusive) of the object's source lines.
+    Returns an ``IPython.display.Code``; the last line of a cell displays it.
+    """
+    import inspect
+
+    from IPython.display import Code
+
+    source = inspect.getsource(obj)
+    if lines is not None:
+        first, last = lines
+        source = "".join(source.splitlines(keepends=True)[first - 1:last])
+    return Code(source, language="python")
+
+
+GLUE_MIME_PREFIX = "application/papermill.record/"  # where myst-nb's glue keeps a value
+
+
+def glue(name: str, value, fmt: str | None = None) -> str:
+    """Record ``value`` under ``name`` for the page's prose, which quotes it with
+    ``{glue:text}`name``` (myst-nb's glue): the rendered text then always comes from this
+    cell's output, so a re-run cannot leave the prose behind.
+
+    ``fmt`` formats the value (``"{:.2%}"``, ``"{:,}"``) and the formatted text is what the
+    prose shows. Nothing is displayed in the notebook. Uses ``myst_nb.glue`` where myst-nb is
+    installed (building the book); elsewhere (Colab) records the same output itself. Returns
+    the text.
+    """
+    text = fmt.format(value) if fmt else str(value)
+    try:
+        from myst_nb import glue as myst_glue
+    except ImportError:
+        from IPython.display import display
+
+        display({GLUE_MIME_PREFIX + "text/plain": repr(text)}, raw=True,
+                metadata={"scrapbook": {"name": name, "mime_prefix": GLUE_MIME_PREFIX}})
+    else:
+        myst_glue(name, text, display=False)
+    return text
+
+
+# The committed benchmark results, read by the chapters that quote them.
+RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"  # in a checkout of the repository
+RESULTS_URL = "https://raw.githubusercontent.com/alexnet-tutorial/alexnet-tutorial/main/benchmarks/results/"
+
+
+def benchmark_result(name: str) -> Path:
+    """The file ``benchmarks/results/<name>`` of the repository: from the checkout the package
+    was installed from, or, where the package was installed without one (Colab), downloaded
+    once into ``benchmark-results/`` beside the notebook."""
+    local = RESULTS / name
+    if local.is_file():
+        return local
+    copy = Path("benchmark-results") / name
+    if not copy.is_file():
+        import urllib.request
+
+        copy.parent.mkdir(exist_ok=True)
+        urllib.request.urlretrieve(RESULTS_URL + name, copy)
+    return copy

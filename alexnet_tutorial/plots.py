@@ -63,15 +63,25 @@ def sample_grid(images: torch.Tensor, labels: torch.Tensor, n: int = 32, cols: i
     return fig
 
 
-def learning_curves(history: list[dict]):
-    """Train and test loss, and test accuracy, per epoch (chapter "Training")."""
+def learning_curves(history: list[dict], floors: dict[str, float] | None = None):
+    """Train and test loss, and test accuracy, per epoch (chapter "Training").
+
+    The train loss is what :func:`alexnet_tutorial.training.end_epoch` records: the epoch's
+    mean of the training loss (label-smoothed, with dropout and shifts on); the test loss is
+    plain cross-entropy in eval mode. ``floors`` maps a label to a loss drawn as a dashed line
+    (the least value a loss can reach), so that the reader sees how far each curve can fall.
+    """
     epochs = [h["epoch"] for h in history]
     fig, (loss_ax, acc_ax) = _figure(1, 2, figsize=(10, 3.6))
-    loss_ax.plot(epochs, [h["train_loss"] for h in history], "o-", label="train loss (epoch mean)")
-    loss_ax.plot(epochs, [h["test_loss"] for h in history], "s-", label="test loss")
+    loss_ax.plot(epochs, [h["train_loss"] for h in history], "o-", color="C0",
+                 label="train loss (smoothed, epoch mean)")
+    loss_ax.plot(epochs, [h["test_loss"] for h in history], "s-", color="C1", label="test loss (plain)")
+    for i, (label, value) in enumerate((floors or {}).items()):
+        loss_ax.axhline(value, color=f"C{i}", linestyle="--", linewidth=1, label=label)
+    loss_ax.set_ylim(bottom=0)
     loss_ax.set_xlabel("epoch")
-    loss_ax.set_ylabel("cross-entropy")
-    loss_ax.legend()
+    loss_ax.set_ylabel("loss (nats)")
+    loss_ax.legend(fontsize=8)
     acc_ax.plot(epochs, [100 * h["test_accuracy"] for h in history], "o-", color="C2")
     acc_ax.set_xlabel("epoch")
     acc_ax.set_ylabel("test accuracy (%)")
@@ -191,5 +201,66 @@ def preparation_steps(prepared, probabilities: torch.Tensor | None = None, title
         bars.axis("off")
     if title:
         fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def network_diagram(model: torch.nn.Module, input_shape: tuple[int, ...] = (1, 1, 28, 28)):
+    """The network as a row of boxes, one per row of :func:`alexnet_tutorial.model.layer_table`
+    (so one per top-level layer), each labelled with its name, output shape and parameter
+    count, after a box for the input (chapter "The model"). Drawn from a forward pass of
+    ``model``, so it cannot drift from the code. Each layer's box has the gid ``"layer"``."""
+    from matplotlib.patches import FancyBboxPatch
+
+    from .model import layer_table
+
+    rows = layer_table(model, input_shape)
+    boxes = [("input", tuple(input_shape[1:]), None)] + [(r["layer"], r["output_shape"], r["params"]) for r in rows]
+    fig, ax = _figure(figsize=(1.15 * len(boxes), 2.8))
+    ax.set_xlim(-0.6, len(boxes) - 0.4)
+    ax.set_ylim(-1.15, 1.15)
+    ax.axis("off")
+    side, right = input_shape[-1], None  # right: the right edge of the previous box
+    for i, (name, shape, params) in enumerate(boxes):
+        # Height: the spatial size of a conv layer's output; a fully connected layer is a thin bar.
+        spatial = len(shape) == 3
+        height = 0.3 + 1.2 * shape[-1] / side if spatial else 1.5
+        width = 0.75 if spatial else 0.3
+        color = "0.85" if params is None else ("C0" if spatial else "C1")
+        ax.add_patch(FancyBboxPatch((i - width / 2, -height / 2), width, height, boxstyle="round,pad=0.02",
+                                    facecolor=color, edgecolor="black", alpha=0.6 if params else 1.0,
+                                    gid="input" if params is None else "layer"))
+        ax.text(i, 0.95, name, ha="center", va="bottom", fontsize=9, fontweight="bold")
+        ax.text(i, -0.95, "x".join(str(d) for d in shape), ha="center", va="top", fontsize=8)
+        if params is not None:
+            ax.text(i, -1.13, f"{params:,}", ha="center", va="top", fontsize=7, color="0.35")
+        if right is not None:
+            ax.annotate("", xy=(i - width / 2 - 0.04, 0), xytext=(right + 0.04, 0), arrowprops=dict(arrowstyle="->"))
+        right = i + width / 2
+    ax.set_title("output shape (channels x height x width, or features) and parameters of each layer",
+                 fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def filter_change(before: torch.Tensor, after: torch.Tensor):
+    """How much each first-layer filter changed in training (chapter "The model"): its size
+    (L2 norm) before and after, and the cosine similarity of the two, which is 1 when the
+    filter kept its pattern and only grew or shrank. ``before`` and ``after`` are C x ... weights."""
+    a, b = before.detach().float().cpu().flatten(1), after.detach().float().cpu().flatten(1)
+    index = np.arange(len(a))
+    fig, (size_ax, cos_ax) = _figure(1, 2, figsize=(10, 3.2))
+    size_ax.bar(index - 0.2, a.norm(dim=1).numpy(), width=0.4, label="before training", color="0.6")
+    size_ax.bar(index + 0.2, b.norm(dim=1).numpy(), width=0.4, label="after training", color="C0")
+    size_ax.set_ylim(0, 1.3 * float(max(a.norm(dim=1).max(), b.norm(dim=1).max())))  # room for the legend
+    size_ax.set_xlabel("filter")
+    size_ax.set_ylabel("size (L2 norm)")
+    size_ax.legend(fontsize=8)
+    cos_ax.bar(index, torch.nn.functional.cosine_similarity(a, b, dim=1).numpy(), color="C2")
+    cos_ax.set_ylim(0, 1.05)
+    cos_ax.set_xlabel("filter")
+    cos_ax.set_ylabel("cosine(before, after)")
+    for ax in (size_ax, cos_ax):
+        ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
     return fig
