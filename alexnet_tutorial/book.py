@@ -104,15 +104,15 @@ def show_source(obj, lines: tuple[int, int] | None = None):
 GLUE_MIME_PREFIX = "application/papermill.record/"  # where myst-nb's glue keeps a value
 
 
-def glue(name: str, value, fmt: str | None = None) -> str:
+def glue(name: str, value, fmt: str | None = None) -> None:
     """Record ``value`` under ``name`` for the page's prose, which quotes it with
     ``{glue:text}`name``` (myst-nb's glue): the rendered text then always comes from this
     cell's output, so a re-run cannot leave the prose behind.
 
     ``fmt`` formats the value (``"{:.2%}"``, ``"{:,}"``) and the formatted text is what the
-    prose shows. Nothing is displayed in the notebook. Uses ``myst_nb.glue`` where myst-nb is
-    installed (building the book); elsewhere (Colab) records the same output itself. Returns
-    the text.
+    prose shows. Nothing is displayed in the notebook, even on a cell's last line. Uses
+    ``myst_nb.glue`` where myst-nb is installed (building the book); elsewhere (Colab) records
+    the same output itself.
     """
     text = fmt.format(value) if fmt else str(value)
     try:
@@ -124,7 +124,6 @@ def glue(name: str, value, fmt: str | None = None) -> str:
                 metadata={"scrapbook": {"name": name, "mime_prefix": GLUE_MIME_PREFIX}})
     else:
         myst_glue(name, text, display=False)
-    return text
 
 
 # The committed benchmark results, read by the chapters that quote them.
@@ -143,6 +142,13 @@ def benchmark_result(name: str) -> Path:
     if not copy.is_file():
         import urllib.request
 
+        try:
+            with urllib.request.urlopen(RESULTS_URL + name, timeout=30) as response:
+                data = response.read()
+        except OSError as error:
+            raise FileNotFoundError(f"benchmarks/results/{name} is not in this installation and could not be "
+                                    f"downloaded from {RESULTS_URL + name} ({error}); open the notebook in a "
+                                    f"checkout of the repository") from None
         copy.parent.mkdir(exist_ok=True)
-        urllib.request.urlretrieve(RESULTS_URL + name, copy)
+        copy.write_bytes(data)
     return copy

@@ -71,7 +71,8 @@ def describe_device(device: torch.device) -> str:
         return f"Apple GPU (MPS) on {platform.machine() or 'arm64'}"
     name = _cpuinfo().get("model name") or platform.processor() or platform.machine() or "unknown CPU"
     bf16 = "native bf16" if cpu_has_native_bf16() else "no native bf16"
-    return f"{name} (CPU, {torch.get_num_threads()} threads, {bf16})"
+    threads = torch.get_num_threads()
+    return f"{name} (CPU, {threads} thread{'s' if threads != 1 else ''}, {bf16})"
 
 
 def pick_precision(name: str, device: torch.device) -> str:

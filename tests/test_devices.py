@@ -138,7 +138,15 @@ def test_channels_last_auto_follows_the_device():
 def test_describe_device_names_the_cpu_and_its_bf16(cpuinfo):
     cpuinfo("avx2", name="AMD EPYC 7B13")
     text = describe_device(CPU)
-    assert text.startswith("AMD EPYC 7B13 (CPU, ") and f"{torch.get_num_threads()} threads" in text
+    assert text.startswith("AMD EPYC 7B13 (CPU, ") and f"{torch.get_num_threads()} thread" in text
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert "(CPU, 1 thread, " in describe_device(CPU)
+        torch.set_num_threads(2)
+        assert "(CPU, 2 threads, " in describe_device(CPU)
+    finally:
+        torch.set_num_threads(threads)
     assert "no native bf16" in text
     cpuinfo("avx512_bf16", name="AMD EPYC 9B14")
     assert "native bf16" in describe_device(CPU) and "no native" not in describe_device(CPU)
