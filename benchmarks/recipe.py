@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
@@ -133,7 +134,9 @@ def main(argv=None) -> int:
     parser.add_argument("--subset", type=int, default=None, help="train on the first N training images only")
     parser.add_argument("--smoke", action="store_true", help="a seconds-long check: 256 images, 1 epoch")
     parser.add_argument("--data-dir", default=None, help="MNIST root (default: $ALEXNET_TUTORIAL_DATA)")
-    parser.add_argument("--json", metavar="OUT", default=None, help="also write every run's results to OUT")
+    parser.add_argument("--json", metavar="OUT", default=None,
+                        help="also write every run's results to OUT; with --sweep an existing OUT is continued: "
+                             "the runs already in it are kept and not trained again")
     args = parser.parse_args(argv)
     if args.smoke:
         args.subset, args.epochs = args.subset or 256, 1
@@ -150,10 +153,17 @@ def main(argv=None) -> int:
         print(f"$ {' '.join(sys.argv)}")
         print(f"# {describe_device(pick_device('auto'))}; torch {torch.__version__}; "
               f"started {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}", flush=True)
+        if args.json and os.path.exists(args.json):  # continue a stopped sweep
+            with open(args.json) as f:
+                rows = json.load(f)["runs"]
+            print(f"# continuing {args.json}: {len(rows)} runs already in it are kept", flush=True)
+        done = {(r["recipe"], r["images"], r["epochs"], r["seed"]) for r in rows}
         for budget in args.budgets:
             images, epochs = parse_budget(budget)
             for seed in args.seeds:
                 for name in args.recipes:
+                    if (name, images, epochs, seed) in done:
+                        continue
                     row = run_recipe(name, images, epochs, seed, args.data_dir, args.precision)
                     rows.append(row)
                     save()

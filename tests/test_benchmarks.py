@@ -50,8 +50,14 @@ def test_recipe_smoke_prints_a_row_per_variant(tmp_path, data_dir):
 
 def test_recipe_sweep_trains_every_recipe_at_every_budget_and_tabulates_the_means(tmp_path, data_dir):
     out = tmp_path / "sweep.json"
-    text = run("recipe.py", "--sweep", "--budgets", "200x1", "300x1", "--recipes", "original", "auto",
-               "--seeds", "0", "--data-dir", str(data_dir), "--json", str(out))
+    args = ["--recipes", "original", "auto", "--seeds", "0", "--data-dir", str(data_dir), "--json", str(out)]
+    run("recipe.py", "--sweep", "--budgets", "200x1", *args)
+    first = json.loads(out.read_text())["runs"]
+    # A stopped sweep continues: the runs already in --json are kept, only the rest are trained.
+    text = run("recipe.py", "--sweep", "--budgets", "200x1", "300x1", *args)
+    assert "continuing" in text and "2 runs already in it are kept" in text
+    assert json.loads(out.read_text())["runs"][:2] == first
+    assert "200 x 1 original seed 0" not in text and "300 x 1 original seed 0" in text
     lines = text.splitlines()
     assert lines[0].startswith("$ ") and "--sweep" in lines[0]  # the command that made the table
     assert "CPU" in lines[1] or "GPU" in lines[1] or "MPS" in lines[1]  # the hardware it ran on
