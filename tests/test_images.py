@@ -179,6 +179,17 @@ def test_predict_files_gives_three_sorted_guesses_per_image(draw_digit, seeded_m
         assert probabilities == pytest.approx(torch.sort(expected, descending=True).values[:3].tolist(), rel=1e-5)
 
 
+def test_predict_probabilities_feeds_the_model_a_batch_at_a_time(seeded_model):
+    model = seeded_model(seed=3)
+    sizes = []
+    model.register_forward_pre_hook(lambda module, args: sizes.append(len(args[0])))
+    x = torch.randn(25, 1, 28, 28)
+    batched = predict_probabilities(model, x, batch_size=10)
+    assert sizes == [10, 10, 5]
+    torch.testing.assert_close(batched, predict_probabilities(model, x, batch_size=25))
+    assert predict_probabilities(model, x[:0]).shape == (0, 10)
+
+
 def test_predict_probabilities_runs_in_eval_mode(seeded_model):
     model = seeded_model(seed=5, dropout=0.5).train()
     x = torch.randn(4, 1, 28, 28)
