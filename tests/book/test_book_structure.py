@@ -1,5 +1,6 @@
 """The book's chapters keep the shape the style guide asks for, and the toc lists them all."""
 
+import ast
 from pathlib import Path
 
 import nbformat
@@ -55,4 +56,7 @@ def test_quick_switch_is_shown(name):
 def test_notebooks_import_the_package_without_star(name):
     sources = code_cells(name)
     assert not any("import *" in source for source in sources)
-    assert not any("class AlexNet" in source for source in sources), "the notebook redefines the model"
+    # A class statement named AlexNet redefines the model (one inside a string, written to a file
+    # to show how the post's pickles break, does not).
+    classes = [node.name for source in sources for node in ast.walk(ast.parse(source)) if isinstance(node, ast.ClassDef)]
+    assert "AlexNet" not in classes, "the notebook redefines the model"
