@@ -5,7 +5,7 @@ notebooks run in quick mode: each training cell trains a short run on a subset i
 the full recipe, so that the whole book runs in minutes (see alexnet_tutorial/book.py).
 Set ALEXNET_TUTORIAL_QUICK=0 to run them in full.
 
-The checkpoint chapter 4 writes and chapters 3, 5, 6 and 7 read goes to a temporary folder of
+The checkpoint chapter 4 writes and chapters 3, 5 and 6 read goes to a temporary folder of
 the session's own ($ALEXNET_TUTORIAL_CHECKPOINTS, see ``alexnet_tutorial.book.checkpoint_path``),
 so that a test run never writes into book/ nor replaces the checkpoint of a full run.
 """

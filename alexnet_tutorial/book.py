@@ -45,7 +45,7 @@ def fallback_config(quick: bool | None = None) -> TrainConfig:
 
 
 def checkpoint_path(quick: bool | None = None) -> Path:
-    """Where chapter 4 writes its checkpoint and chapters 3, 5, 6 and 7 read it.
+    """Where chapter 4 writes its checkpoint and chapters 3, 5 and 6 read it.
 
     ``$ALEXNET_TUTORIAL_CHECKPOINTS/alexnet.pt`` when that variable is set (the test suite
     points it at a temporary folder, so that tests never write into the book); otherwise
@@ -60,7 +60,7 @@ def checkpoint_path(quick: bool | None = None) -> Path:
 
 
 def trained_checkpoint(path=None, quick: bool | None = None, log=print) -> Path:
-    """The checkpoint of a trained network (chapters 3, 5, 6 and 7).
+    """The checkpoint of a trained network (chapters 3, 5 and 6).
 
     ``path`` (default :func:`checkpoint_path`, where chapter 4 writes) when it exists;
     otherwise trains :func:`fallback_config` (``quick`` chooses which) into a new temporary

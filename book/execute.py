@@ -5,7 +5,7 @@
     python book/execute.py 04_training 06_predictions   # only these, in the order given
 
 Each notebook runs in a fresh kernel with book/ as its working directory. Chapter 4 runs
-first, because it writes checkpoints/alexnet.pt, which chapters 3, 5, 6 and 7 load (so they
+first, because it writes checkpoints/alexnet.pt, which chapters 3, 5 and 6 load (so they
 show the network trained in this same execution, never an older or a quick-mode one); the
 others follow in _toc.yml order. Widget state is stored in the notebook's metadata so that the
 built book can show the widgets. Prints each notebook's wall time. MNIST is read from

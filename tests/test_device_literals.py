@@ -70,6 +70,8 @@ ALLOWED = [
             "matplotlib draws CPU arrays: the pixels come off the device to be drawn"),
     Allowed("alexnet_tutorial/plots.py", ".cpu()", "confusion_figure",
             "matplotlib draws CPU arrays: the counts come off the device to be drawn"),
+    Allowed("alexnet_tutorial/plots.py", ".cpu()", "filter_change",
+            "matplotlib draws CPU arrays: the filters' norms and cosines come off the device to be drawn"),
     Allowed("alexnet_tutorial/widgets.py", ".cpu()", "filters_figure",
             "the widget draws the first layer's filters with matplotlib, from CPU arrays"),
     Allowed("alexnet_tutorial/widgets.py", ".cpu()", "feature_maps",

@@ -249,10 +249,13 @@ def test_a_best_file_of_another_run_is_never_taken_for_this_one(tiny, tmp_path, 
     assert any("from another run" in line for line in lines)
 
 
-def test_a_kill_between_the_two_epoch_end_writes_loses_nothing(tiny, tmp_path, die_after):
+def test_a_kill_between_the_two_epoch_end_writes_loses_nothing(tiny, tmp_path, die_after, scripted_accuracy):
     cfg = tiny(epochs=2)
+    # whole, cut, resumed runs: the best epoch is the last, so that a main file exists before it
+    scripted_accuracy(0.5, 0.6, 0.5, 0.6, 0.6)
     whole = train(cfg, out=tmp_path / "whole.pt", **quiet)
     best_epoch = whole.best_epoch
+    assert best_epoch == 2
     die_after(best_epoch, 0, before=True)  # the .best file is written, the main one not
     with pytest.raises(KeyboardInterrupt):
         train(cfg, out=tmp_path / "cut.pt", **quiet)
@@ -303,7 +306,9 @@ def test_cli_resume_accepts_the_same_command_and_names_a_flag_that_differs(tiny,
     capsys.readouterr()
     assert main(["train", "--resume", str(out), "--lr", "0.01"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("alexnet-tutorial train: --lr 0.01 differs from 0.05") and "\n" not in err
+    run_lr = ckpt.load_checkpoint(out)["config"]["lr"]  # chosen for batch 32 by the automatic recipe
+    assert run_lr == 0.0125
+    assert err.startswith(f"alexnet-tutorial train: --lr 0.01 differs from {run_lr:g}") and "\n" not in err
     assert main(["train", "--resume", str(out), "--batch-size", "64"]) == 2
     assert "--batch-size 64 differs from 32" in capsys.readouterr().err
     assert out.read_bytes() == before  # refused before anything was written
