@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -31,6 +33,18 @@ def test_speed_smoke_prints_both_pipelines_side_by_side(tmp_path, data_dir):
         assert r["images"] == 512 and r["images_per_s"] > 0 and r["peak_memory_mib"] > 0
         assert 0 <= r["final_accuracy"] <= 1 and len(r["curve"]) == 1
     assert results[0]["batch_size"] == 64 and results[0]["precision"] == "fp32"
+
+
+def test_speed_stops_a_pipeline_at_the_target_and_times_the_crossing(tmp_path, data_dir):
+    out = tmp_path / "speed.json"
+    # 5% is reached at the first evaluation (a quarter of the epoch): training stops there.
+    run("speed.py", "--pipelines", "package", "--subset", "512", "--epochs", "1", "--eval-every", "0.25",
+        "--target", "0.05", "--stop-at-target", "--device", "cpu", "--data-dir", str(data_dir), "--json", str(out))
+    saved = json.loads(out.read_text())
+    [r] = saved["results"]
+    assert saved["target"] == 0.05 and r["stopped_at_target"] and not r["stopped_at_max_seconds"]
+    assert len(r["curve"]) == 1 and r["images"] == 128 and r["epoch_at_target"] == 0.25
+    assert r["seconds_to_target"] == r["curve"][0]["train_seconds"] == pytest.approx(r["train_seconds"], abs=0.01)
 
 
 def test_recipe_smoke_prints_a_row_per_variant(tmp_path, data_dir):
