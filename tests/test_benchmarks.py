@@ -87,3 +87,17 @@ def test_recipe_sweep_trains_every_recipe_at_every_budget_and_tabulates_the_mean
     row = next(line for line in lines if line.startswith("200 x 1"))
     mean = sum(100 * r["test_accuracy"] for r in runs if r["images"] == 200 and r["recipe"] == "original")
     assert f"{mean:.2f} (1)" in row
+
+
+def test_the_large_batch_recipe_is_batch_1024_with_the_square_root_learning_rate():
+    import importlib.util
+
+    from alexnet_tutorial.training import TrainConfig, resolve_recipe
+
+    spec = importlib.util.spec_from_file_location("recipe_bench", ROOT / "benchmarks" / "recipe.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    full = resolve_recipe(TrainConfig(**module.RECIPES["batch-1024"], epochs=5))
+    assert full.batch_size == 1024 and full.lr == pytest.approx(0.05 * 8 ** 0.5, abs=1e-6)
+    assert (full.dropout, full.label_smoothing, full.shift) == (0.5, 0.1, 2)  # a full run's regularisation
+    assert "batch-1024" not in module.SIDE_BY_SIDE  # opt-in: five full epochs per seed
