@@ -23,7 +23,8 @@ def test_the_full_run_keeps_the_recipe_its_benchmarks_measured():
 
 
 @pytest.mark.parametrize(("subset", "epochs", "batch"), [(2000, 1, 32), (3000, 1, 32), (10_000, 1, 32),
-                                                          (10_000, 2, 64), (None, 1, 128), (None, 5, 128)])
+                                                          (10_000, 2, 32), (20_000, 2, 32), (None, 1, 64),
+                                                          (None, 2, 128), (None, 5, 128)])
 def test_a_short_run_takes_smaller_batches_for_more_steps(subset, epochs, batch):
     cfg = TrainConfig(subset=subset, epochs=epochs).resolved()
     assert cfg.batch_size == batch
