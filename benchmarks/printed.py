@@ -154,7 +154,7 @@ def main(argv=None) -> int:
         test = TensorLoader(*mnist_tensors(False, args.data_dir), batch_size=1000) if args.checkpoints else None
         for path in args.checkpoints:
             model = load_model(path)
-            mnist = evaluate(model, test, "cpu")["accuracy"]
+            mnist = evaluate(model, test, next(model.parameters()).device)["accuracy"]
             printed = read_printed(model, items)
             results.append({"checkpoint": path, "recipe": describe(path), "mnist_test_accuracy": mnist, **printed})
             print(f"{path}: MNIST test {100 * mnist:.2f}%, printed {100 * printed['accuracy']:.2f}% "
