@@ -47,6 +47,22 @@ def test_speed_stops_a_pipeline_at_the_target_and_times_the_crossing(tmp_path, d
     assert r["seconds_to_target"] == r["curve"][0]["train_seconds"] == pytest.approx(r["train_seconds"], abs=0.01)
 
 
+def test_speed_package_1ep_trains_one_epoch_with_the_one_epoch_recipe(tmp_path, data_dir):
+    out = tmp_path / "speed.json"
+    text = run("speed.py", "--pipelines", "original", "package", "package-1ep", "--subset", "2048", "--epochs", "2",
+               "--eval-every", "1", "--device", "cpu", "--data-dir", str(data_dir), "--json", str(out))
+    assert "package vs original" in text and "package-1ep vs original" in text
+    original, package, short = json.loads(out.read_text())["results"]
+    assert (original["images"], package["images"], short["images"]) == (4096, 4096, 2048)
+    assert package["config"]["epochs"] == 2 and short["config"]["epochs"] == 1 and len(short["curve"]) == 1
+    # The automatic recipe follows each run's own length (resolve_recipe).
+    from alexnet_tutorial.training import TrainConfig
+    for r, epochs in ((package, 2), (short, 1)):
+        expected = TrainConfig(subset=2048, epochs=epochs, data_dir=str(data_dir)).resolved()
+        assert (r["config"]["dropout"], r["config"]["label_smoothing"]) == (expected.dropout, expected.label_smoothing)
+    assert short["config"]["dropout"] < package["config"]["dropout"]  # 0.0 and 0.01
+
+
 def test_recipe_smoke_prints_a_row_per_variant(tmp_path, data_dir):
     out = tmp_path / "recipe.json"
     text = run("recipe.py", "--smoke", "--variants", "default", "no-shift", "--data-dir", str(data_dir),
