@@ -200,6 +200,23 @@ def describe_recipe(cfg: TrainConfig, resolved: TrainConfig, train_size: int) ->
     return text
 
 
+def few_steps_note(cfg: TrainConfig, resolved: TrainConfig, train_size: int) -> str | None:
+    """A log line when a batch given by hand leaves the run fewer than :data:`MIN_STEPS` steps
+    where the automatic batch would give it more; None otherwise. Batch 1,024 for 5 epochs
+    (295 steps) ended at 90.8% against 99.5% at batch 128 (benchmarks/results/recipe-sweep-batch1024.txt):
+    this network learns from the number of steps, and a large batch needs more epochs."""
+    if cfg.batch_size is None:
+        return None
+    steps = resolved.epochs * math.ceil(train_size / resolved.batch_size)
+    auto = resolve_recipe(replace(cfg, batch_size=None), train_size).batch_size
+    if steps >= MIN_STEPS or resolved.batch_size <= auto:
+        return None
+    per_epoch = math.ceil(train_size / resolved.batch_size)
+    return (f"note: batch {resolved.batch_size} gives {steps:,} steps in all; runs of fewer than {MIN_STEPS} steps "
+            f"ended below the automatic batch ({auto}) in benchmarks/README.md; "
+            f"{math.ceil(MIN_STEPS / per_epoch)} epochs give this batch {MIN_STEPS} or more")
+
+
 # What a resumed run may change: where and how it runs, how long, how often it saves. Every
 # other setting is part of the recipe and stays the run's own.
 RESUMABLE = ("epochs", "device", "precision", "channels_last", "compile", "data_dir", "checkpoint_every",
@@ -461,6 +478,8 @@ def fit(model: nn.Module, train_loader, test_loader, cfg: TrainConfig, *, device
         f"{len(train_loader.dataset):,} images, batch {cfg.batch_size}, {steps_per_epoch} steps per epoch, "
         f"{cfg.epochs} epochs")
     log(describe_recipe(asked, cfg, train_size))
+    if hint := few_steps_note(asked, cfg, train_size):
+        log(hint)
     note = precision_note(precision, device)
     if note:
         log(note)

@@ -75,6 +75,32 @@ def test_the_log_names_the_recipe_and_what_the_length_chose(train_sample):
     assert result.config.lr == 0.0125 and result.config.dropout == 0.0
 
 
+def test_a_batch_given_by_hand_that_leaves_too_few_steps_gets_a_note_with_the_epochs_it_needs():
+    from alexnet_tutorial.training import MIN_STEPS, few_steps_note
+    large = TrainConfig(batch_size=1024, epochs=5)  # 59 steps per epoch of 60,000: 295 in all
+    note = few_steps_note(large, large.resolved(60_000), 60_000)
+    assert note.startswith("note: batch 1024 gives 295 steps in all") and "16 epochs give this batch" in note
+    assert 16 * 59 >= MIN_STEPS > 15 * 59
+    longer = TrainConfig(batch_size=1024, epochs=16)
+    assert few_steps_note(longer, longer.resolved(60_000), 60_000) is None  # enough steps
+    for cfg in (TrainConfig(), TrainConfig(epochs=1), TrainConfig(batch_size=32, epochs=1)):
+        # automatic batches, or one no larger than the automatic one: nothing to say
+        assert few_steps_note(cfg, cfg.resolved(2_000), 2_000) is None
+
+
+def test_fit_logs_the_few_steps_note_under_the_recipe(train_sample):
+    images, labels = train_sample
+    loader = TensorLoader(images[:256], labels[:256], batch_size=128, shuffle=True, seed=0)
+    from alexnet_tutorial.model import AlexNet
+    lines = []
+    cfg = TrainConfig(epochs=1, width_mult=0.25, batch_size=128, device="cpu")
+    fit(AlexNet(width_mult=0.25), loader, TensorLoader(images[:64], labels[:64], 64), cfg, progress=False,
+        log=lines.append)
+    at = next(i for i, line in enumerate(lines) if line.startswith("recipe:"))
+    assert lines[at + 1].startswith("note: batch 128 gives 2 steps in all")
+    assert "automatic batch (32)" in lines[at + 1] and "450 epochs give this batch" in lines[at + 1]
+
+
 def test_a_checkpoint_records_the_resolved_recipe_and_a_resume_keeps_it(data_dir, tmp_path):
     out = tmp_path / "run.pt"
     cfg = TrainConfig(subset=256, epochs=1, width_mult=0.25, device="cpu", data_dir=str(data_dir))
