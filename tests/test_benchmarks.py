@@ -105,7 +105,7 @@ def test_recipe_sweep_trains_every_recipe_at_every_budget_and_tabulates_the_mean
     assert f"{mean:.2f} (1)" in row
 
 
-def test_the_large_batch_recipe_is_batch_1024_with_the_square_root_learning_rate():
+def test_the_large_batch_recipes_are_batch_1024_at_the_rules_rate_and_at_the_old_square_root_rate():
     import importlib.util
 
     from alexnet_tutorial.training import TrainConfig, resolve_recipe
@@ -114,6 +114,8 @@ def test_the_large_batch_recipe_is_batch_1024_with_the_square_root_learning_rate
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     full = resolve_recipe(TrainConfig(**module.RECIPES["batch-1024"], epochs=5))
-    assert full.batch_size == 1024 and full.lr == pytest.approx(0.05 * 8 ** 0.5, abs=1e-6)
+    assert full.batch_size == 1024 and full.lr == pytest.approx(0.05)  # held at batch 128's peak rate
     assert (full.dropout, full.label_smoothing, full.shift) == (0.5, 0.1, 2)  # a full run's regularisation
-    assert "batch-1024" not in module.SIDE_BY_SIDE  # opt-in: five full epochs per seed
+    old = resolve_recipe(TrainConfig(**module.RECIPES["batch-1024-sqrt-lr"], epochs=5))
+    assert old.batch_size == 1024 and old.lr == pytest.approx(0.05 * 8 ** 0.5, abs=1e-6)
+    assert not {"batch-1024", "batch-1024-sqrt-lr"} & set(module.SIDE_BY_SIDE)  # opt-in: five full epochs per seed
