@@ -190,7 +190,8 @@ def resolve_recipe(cfg: TrainConfig, train_size: int | None = None) -> TrainConf
 
 
 def describe_recipe(cfg: TrainConfig, resolved: TrainConfig, train_size: int) -> str:
-    """One log line: the recipe of the run, and which settings the run's length chose."""
+    """The log's ``recipe:`` line: the recipe of the run, and which settings the run's length
+    chose; under it, on a line of its own, :func:`few_steps_note` when it has something to say."""
     auto = [name for name in AUTO_FIELDS if getattr(cfg, name) is None]
     images = train_size * resolved.epochs
     text = (f"recipe: batch {resolved.batch_size}, peak lr {resolved.lr:g}, dropout {resolved.dropout:g}, "
@@ -198,7 +199,8 @@ def describe_recipe(cfg: TrainConfig, resolved: TrainConfig, train_size: int) ->
     if auto:
         text += (f" ({', '.join(name.replace('_', ' ') for name in auto)} chosen for "
                  f"{resolved.epochs} x {train_size:,} = {images:,} training images)")
-    return text
+    note = few_steps_note(cfg, resolved, train_size)
+    return f"{text}\n{note}" if note else text
 
 
 def few_steps_note(cfg: TrainConfig, resolved: TrainConfig, train_size: int) -> str | None:
@@ -479,8 +481,6 @@ def fit(model: nn.Module, train_loader, test_loader, cfg: TrainConfig, *, device
         f"{len(train_loader.dataset):,} images, batch {cfg.batch_size}, {steps_per_epoch} steps per epoch, "
         f"{cfg.epochs} epochs")
     log(describe_recipe(asked, cfg, train_size))
-    if hint := few_steps_note(asked, cfg, train_size):
-        log(hint)
     note = precision_note(precision, device)
     if note:
         log(note)

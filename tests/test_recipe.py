@@ -96,9 +96,9 @@ def test_fit_logs_the_few_steps_note_under_the_recipe(train_sample):
     cfg = TrainConfig(epochs=1, width_mult=0.25, batch_size=128, device="cpu")
     fit(AlexNet(width_mult=0.25), loader, TensorLoader(images[:64], labels[:64], 64), cfg, progress=False,
         log=lines.append)
-    at = next(i for i, line in enumerate(lines) if line.startswith("recipe:"))
-    assert lines[at + 1].startswith("note: batch 128 gives 2 steps in all")
-    assert "automatic batch (32)" in lines[at + 1] and "450 epochs give this batch" in lines[at + 1]
+    recipe, note = next(line for line in lines if line.startswith("recipe:")).split("\n")  # a line under it
+    assert recipe.startswith("recipe: batch 128,") and note.startswith("note: batch 128 gives 2 steps in all")
+    assert "automatic batch (32)" in note and "450 epochs give this batch" in note
 
 
 def test_a_checkpoint_records_the_resolved_recipe_and_a_resume_keeps_it(data_dir, tmp_path):
