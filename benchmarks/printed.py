@@ -77,8 +77,18 @@ def render(digit: int, font_file: str, size: int, position: str, polarity: str) 
     return 1.0 - gray if polarity == "light on dark" else gray
 
 
+class FontsMissing(Exception):
+    """Some of :data:`FONTS` are not in this matplotlib (Computer Modern Italic came with 3.11)."""
+
+
 def printed_set() -> list[dict]:
     """Every (font, size, position, polarity, digit), with the page and its MNIST-style tensor."""
+    import matplotlib
+
+    missing = [file for file in FONTS.values() if not (font_dir() / file).is_file()]
+    if missing:  # a smaller set would give figures that do not compare with the committed ones
+        raise FontsMissing(f"matplotlib {matplotlib.__version__} lacks {', '.join(missing)} (in {font_dir()}); "
+                           f"the printed set needs all {len(FONTS)} fonts: pip install 'matplotlib>=3.11'")
     items = []
     for font, file in FONTS.items():
         for size in SIZES:
@@ -143,7 +153,11 @@ def main(argv=None) -> int:
     if not args.checkpoints and not args.save_grid:
         parser.error("give at least one checkpoint, or --save-grid")
     torch.set_grad_enabled(False)
-    items = printed_set()
+    try:
+        items = printed_set()
+    except FontsMissing as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     print(f"# {len(items):,} printed digits: {len(FONTS)} fonts x 10 digits x {len(SIZES)} sizes x "
           f"{len(POSITIONS)} positions x {len(POLARITIES)} polarities", flush=True)
     if args.save_grid:

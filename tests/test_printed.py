@@ -96,3 +96,12 @@ def test_script_refuses_a_damaged_checkpoint_in_one_line(tmp_path, data_dir):
     assert done.returncode == 1
     assert done.stderr.strip().count("\n") == 0 and "bad.pt" in done.stderr
     assert bad.read_bytes() == b"not a checkpoint"
+
+
+def test_a_matplotlib_without_the_fonts_gets_a_one_line_error(printed, tmp_path, monkeypatch, capsys):
+    (tmp_path / "DejaVuSans.ttf").write_bytes(b"")  # one font there, the other 15 not
+    monkeypatch.setattr(printed, "font_dir", lambda: tmp_path)
+    assert printed.main(["--save-grid", str(tmp_path / "grid.png")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: matplotlib ") and "cmti10.ttf" in err and "DejaVuSans.ttf," not in err
+    assert "\n" not in err and not (tmp_path / "grid.png").exists()
