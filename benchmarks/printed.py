@@ -152,8 +152,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if not args.checkpoints and not args.save_grid:
         parser.error("give at least one checkpoint, or --save-grid")
-    torch.set_grad_enabled(False)
-    try:
+    try:  # (evaluate and predict_probabilities run without autograd themselves)
         items = printed_set()
     except FontsMissing as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -105,3 +106,4 @@ def test_a_matplotlib_without_the_fonts_gets_a_one_line_error(printed, tmp_path,
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: matplotlib ") and "cmti10.ttf" in err and "DejaVuSans.ttf," not in err
     assert "\n" not in err and not (tmp_path / "grid.png").exists()
+    assert torch.is_grad_enabled()  # main leaves the process as it found it (other tests train in it)
