@@ -210,11 +210,11 @@ def few_steps_note(cfg: TrainConfig, resolved: TrainConfig, train_size: int) -> 
     this network learns from the number of steps, and a large batch needs more epochs."""
     if cfg.batch_size is None:
         return None
-    steps = resolved.epochs * math.ceil(train_size / resolved.batch_size)
+    per_epoch = math.ceil(train_size / resolved.batch_size)
+    steps = resolved.epochs * per_epoch
     auto = resolve_recipe(replace(cfg, batch_size=None), train_size).batch_size
     if steps >= MIN_STEPS or resolved.batch_size <= auto:
         return None
-    per_epoch = math.ceil(train_size / resolved.batch_size)
     return (f"note: batch {resolved.batch_size} gives {steps:,} steps in all; runs of fewer than {MIN_STEPS} steps "
             f"ended below the automatic batch ({auto}) in benchmarks/README.md; "
             f"{math.ceil(MIN_STEPS / per_epoch)} epochs give this batch {MIN_STEPS} or more")
