@@ -16,11 +16,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .errors import UserError
+
 FORMAT = "alexnet-tutorial-checkpoint"
 VERSION = 2  # 2: run_id, device and precision; 1 is read too
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A file that cannot be used as a checkpoint; the message names it and says why."""
 
 

@@ -13,6 +13,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Subset
 
+from .errors import UserError
+
 ENV_VAR = "ALEXNET_TUTORIAL_DATA"
 DEFAULT_DATA_DIR = Path("~/.cache/alexnet-tutorial").expanduser()
 
@@ -33,7 +35,7 @@ MNIST_FILES = {
 }
 
 
-class DataError(RuntimeError):
+class DataError(UserError, RuntimeError):
     """MNIST is missing or damaged; the message says which file and what to do."""
 
 

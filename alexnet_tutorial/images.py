@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from .data import MNIST_MEAN, MNIST_STD
+from .errors import UserError
 
 MAX_PIXELS = 40_000_000  # refuse images larger than this (decompression bombs)
 WORK_SIDE = 1024  # larger images are shrunk to fit a box this wide and high before anything else
@@ -25,7 +26,7 @@ FORMATS = ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP", "PPM")
 MNIST_CENTRE = 14.0  # row and column of an MNIST digit's centre of mass (0-based pixel index)
 
 
-class ImageError(ValueError):
+class ImageError(UserError, ValueError):
     """An image file that cannot be read as a digit; the message names the file and why."""
 
 
