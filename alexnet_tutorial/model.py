@@ -6,8 +6,21 @@ write-up so that the errata can point at them; every bug listed there is fixed h
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import nn
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module):
+    """Run the block with ``model`` in eval mode (dropout off), then put back the mode it was in."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
 
 
 def _width(channels: int, width_mult: float) -> int:
@@ -108,16 +121,13 @@ def layer_table(model: nn.Module, input_shape: tuple[int, ...] = (1, 1, 28, 28))
                 "params": sum(p.numel() for p in mod.parameters()),
             })
         hooks.append(module.register_forward_hook(record))
-    was_training = model.training
-    model.eval()
     try:
-        with torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             param = next(model.parameters())
             model(torch.zeros(input_shape, device=param.device, dtype=param.dtype))
     finally:
         for hook in hooks:
             hook.remove()
-        model.train(was_training)
     return rows
 
 
