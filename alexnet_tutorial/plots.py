@@ -78,13 +78,10 @@ def learning_curves(history: list[dict], floors: dict[str, float] | None = None)
     loss_ax.plot(epochs, [h["test_loss"] for h in history], "s-", color="C1", label="test loss (plain)")
     for i, (label, value) in enumerate((floors or {}).items()):
         loss_ax.axhline(value, color=f"C{i}", linestyle="--", linewidth=1, label=label)
-    loss_ax.set_ylim(bottom=0)
-    loss_ax.set_xlabel("epoch")
-    loss_ax.set_ylabel("loss (nats)")
+    loss_ax.set(ylim=(0, None), xlabel="epoch", ylabel="loss (nats)")
     loss_ax.legend(fontsize=8)
     acc_ax.plot(epochs, [100 * h["test_accuracy"] for h in history], "o-", color="C2")
-    acc_ax.set_xlabel("epoch")
-    acc_ax.set_ylabel("test accuracy (%)")
+    acc_ax.set(xlabel="epoch", ylabel="test accuracy (%)")
     for ax in (loss_ax, acc_ax):
         ax.set_xticks(epochs)
         ax.grid(alpha=0.3)
@@ -96,8 +93,7 @@ def learning_rate_schedule(rates: list[float], steps_per_epoch: int):
     """The learning rate at every optimizer step, against epochs (chapter "Training")."""
     fig, ax = _figure(figsize=(7, 2.8))
     ax.plot([step / steps_per_epoch for step in range(len(rates))], rates)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("learning rate")
+    ax.set(xlabel="epoch", ylabel="learning rate")
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
@@ -116,11 +112,8 @@ def prediction_grid(images: torch.Tensor, labels: torch.Tensor, predictions: tor
                      fontweight="bold" if wrong else "normal")
         if wrong:
             ax.axis("on")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            for spine in ax.spines.values():
-                spine.set_color("red")
-                spine.set_linewidth(2)
+            ax.set(xticks=[], yticks=[])
+            ax.spines[:].set(color="red", linewidth=2)
     fig.tight_layout()
     return fig
 
@@ -146,10 +139,7 @@ def confusion_figure(matrix: torch.Tensor):
                 dark = counts[i, j] > counts.max() ** 0.5
                 ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=8,
                         color="white" if dark else "black")
-    ax.set_xticks(range(n))
-    ax.set_yticks(range(n))
-    ax.set_xlabel("predicted digit")
-    ax.set_ylabel("true digit")
+    ax.set(xticks=range(n), yticks=range(n), xlabel="predicted digit", ylabel="true digit")
     fig.colorbar(shown, ax=ax, label="images (log scale)")
     fig.tight_layout()
     return fig
@@ -187,8 +177,7 @@ def preparation_steps(prepared, probabilities: torch.Tensor | None = None, title
     for ax, (name, pixels) in zip(axes, steps):
         ax.imshow(pixels, cmap="gray", vmin=0, vmax=1)
         ax.set_title(name, fontsize=9)
-        ax.set_xticks([])
-        ax.set_yticks([])
+        ax.set(xticks=[], yticks=[])
     bars = axes[-1]
     if probabilities is not None:
         top = torch.topk(probabilities, 3)
@@ -253,14 +242,12 @@ def filter_change(before: torch.Tensor, after: torch.Tensor):
     size_ax.bar(index - 0.2, a.norm(dim=1).numpy(), width=0.4, label="before training", color="0.6")
     size_ax.bar(index + 0.2, b.norm(dim=1).numpy(), width=0.4, label="after training", color="C0")
     size_ax.set_ylim(0, 1.3 * float(max(a.norm(dim=1).max(), b.norm(dim=1).max())))  # room for the legend
-    size_ax.set_xlabel("filter")
     size_ax.set_ylabel("size (L2 norm)")
     size_ax.legend(fontsize=8)
     cos_ax.bar(index, torch.nn.functional.cosine_similarity(a, b, dim=1).numpy(), color="C2")
-    cos_ax.set_ylim(0, 1.05)
-    cos_ax.set_xlabel("filter")
-    cos_ax.set_ylabel("cosine(before, after)")
+    cos_ax.set(ylim=(0, 1.05), ylabel="cosine(before, after)")
     for ax in (size_ax, cos_ax):
+        ax.set_xlabel("filter")
         ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
     return fig
