@@ -2,9 +2,10 @@
 
 Every function returns a :class:`BookFigure`, which a notebook shows once when it is the
 cell's last expression (or passed to ``display``), on a white background that stays readable
-on a dark page. Figures are made without pyplot, so nothing else shows them a second time.
-Images are taken as :func:`alexnet_tutorial.mnist_tensors` gives them: normalised
-N x 1 x 28 x 28 tensors, drawn in the data's own gray scale.
+on a dark page; the widgets show the same figures through :func:`to_png`. Figures are made
+without pyplot, so nothing else shows them a second time. Images are taken as
+:func:`alexnet_tutorial.mnist_tensors` gives them: normalised N x 1 x 28 x 28 tensors, drawn
+in the data's own gray scale.
 """
 
 from __future__ import annotations
@@ -17,6 +18,11 @@ import torch
 from matplotlib.figure import Figure
 
 from .data import MNIST_MEAN, MNIST_STD
+from .model import CONV_LAYERS, feature_maps, layer_table
+
+# Pixels per inch of every picture. A page shows a PNG at its own width, or narrower where the
+# column is narrower: at 120 a figure's 10-point text is about as large as the page's text.
+DPI = 120
 
 
 class BookFigure(Figure):
@@ -27,13 +33,19 @@ class BookFigure(Figure):
         super().__init__(*args, **kwargs)
 
     def _repr_png_(self) -> bytes:
-        buffer = io.BytesIO()
-        self.savefig(buffer, format="png", dpi=100, facecolor="white", bbox_inches="tight")
-        return buffer.getvalue()
+        return to_png(self)
 
 
-def _figure(rows: int = 1, cols: int = 1, figsize=(6, 4), **kwargs):
-    fig = BookFigure(figsize=figsize)
+def to_png(fig: Figure) -> bytes:
+    """The figure as PNG bytes, on white: what a notebook and a widget show."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=DPI, facecolor="white", bbox_inches="tight")
+    return buffer.getvalue()
+
+
+def _figure(rows: int = 1, cols: int = 1, figsize=(6, 4), layout=None, **kwargs):
+    """A new :class:`BookFigure` and its axes (``Figure.subplots``): how every figure starts."""
+    fig = BookFigure(figsize=figsize, layout=layout)
     return fig, fig.subplots(rows, cols, **kwargs)
 
 
@@ -166,6 +178,30 @@ def confident_mistakes(images: torch.Tensor, labels: torch.Tensor, probabilities
     return fig
 
 
+def probabilities_figure(probs: torch.Tensor, label, image: torch.Tensor | None = None):
+    """The ten class probabilities as bars, with ``image`` beside them when given
+    (chapter "Predictions"). The predicted digit's bar is blue when it is right and red
+    when it is wrong; the true label is marked below the axis."""
+    probs = torch.as_tensor(probs).float().flatten()
+    label, predicted = int(label), int(probs.argmax())
+    if image is not None:
+        fig, (left, ax) = _figure(1, 2, figsize=(5.6, 2.5), layout="constrained", width_ratios=[1, 2.2])
+        left.imshow(_pixels(image), cmap="gray", vmin=0, vmax=1)
+        left.set_axis_off()
+    else:
+        fig, ax = _figure(figsize=(4, 2.5), layout="constrained")
+    colors = ["#bbbbbb"] * 10
+    colors[predicted] = "#1f77b4" if predicted == label else "#d62728"
+    ax.bar(range(10), probs.numpy(), color=colors)
+    ax.set_xticks(range(10), [f"{d}\ntrue" if d == label else str(d) for d in range(10)])
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("probability")
+    verdict = "right" if predicted == label else "wrong"
+    ax.set_title(f"true {label}, predicted {predicted} ({100 * probs[predicted]:.1f}%, {verdict})")
+    ax.spines[["top", "right"]].set_visible(False)
+    return fig
+
+
 def preparation_steps(prepared, probabilities: torch.Tensor | None = None, title: str = ""):
     """Each step of :func:`alexnet_tutorial.images.prepare` side by side, and the top-3
     predictions when ``probabilities`` (10 values) is given (chapter "Predictions")."""
@@ -200,8 +236,6 @@ def network_diagram(model: torch.nn.Module, input_shape: tuple[int, ...] = (1, 1
     count, after a box for the input (chapter "The model"). Drawn from a forward pass of
     ``model``, so it cannot drift from the code. Each layer's box has the gid ``"layer"``."""
     from matplotlib.patches import FancyBboxPatch
-
-    from .model import layer_table
 
     rows = layer_table(model, input_shape)
     boxes = [("input", tuple(input_shape[1:]), None)] + [(r["layer"], r["output_shape"], r["params"]) for r in rows]
@@ -250,4 +284,59 @@ def filter_change(before: torch.Tensor, after: torch.Tensor):
         ax.set_xlabel("filter")
         ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
+    return fig
+
+
+def filters_figure(model: torch.nn.Module):
+    """The first conv layer's 3x3 filters, one small square each (chapter "The model").
+
+    Red weights brighten the output where the image is bright, blue ones darken it; all
+    filters share one colour scale so that their strengths can be compared.
+    """
+    weights = model.layer1[0].weight.detach().float().cpu()[:, 0]  # C x 3 x 3
+    limit = float(weights.abs().max()) or 1.0
+    cols = 8
+    rows = math.ceil(len(weights) / cols)
+    fig, axes = _figure(rows, cols, figsize=(cols * 0.8, rows * 0.8 + 0.5), layout="constrained", squeeze=False)
+    fig.suptitle(f"layer1: {len(weights)} filters of 3x3 (red positive, blue negative)")
+    for i, ax in enumerate(axes.flat):
+        ax.set_axis_off()
+        if i < len(weights):
+            ax.imshow(weights[i].numpy(), cmap="RdBu_r", vmin=-limit, vmax=limit)
+            ax.set_title(str(i), fontsize=8)
+    return fig
+
+
+def mosaic(maps: torch.Tensor, gap: int = 1) -> np.ndarray:
+    """C x H x W channels tiled into one 2-D array, each channel scaled to 0..1 on its own
+    (an all-zero channel, one the ReLU silenced, stays black); gaps are NaN."""
+    c, h, w = maps.shape
+    cols = math.ceil(math.sqrt(c))
+    rows = math.ceil(c / cols)
+    grid = np.full((rows * (h + gap) - gap, cols * (w + gap) - gap), np.nan, dtype=np.float32)
+    for i, channel in enumerate(maps.numpy()):
+        top, left = (i // cols) * (h + gap), (i % cols) * (w + gap)
+        low, high = channel.min(), channel.max()
+        grid[top:top + h, left:left + w] = (channel - low) / (high - low) if high > low else 0.0
+    return grid
+
+
+def feature_maps_figure(model: torch.nn.Module, image: torch.Tensor, layer: str, label=None):
+    """One image beside every channel of one layer's output (chapter "The model").
+
+    ``image`` is one normalised 1 x 28 x 28 (or 1 x 1 x 28 x 28) image; ``layer`` is
+    ``"layer1"`` .. ``"layer5"``.
+    """
+    if layer not in CONV_LAYERS:
+        raise ValueError(f"layer must be one of {', '.join(CONV_LAYERS)}, got {layer!r}")
+    maps = feature_maps(model, image.reshape(1, 1, 28, 28))[layer][0]
+    # Small in inches, so that the text stays legible when a phone scales the picture down.
+    fig, (left, right) = _figure(1, 2, figsize=(6.4, 3.4), layout="constrained", width_ratios=[1, 3])
+    left.imshow(_pixels(image), cmap="gray", vmin=0, vmax=1)
+    left.set_title("input" if label is None else f"input (label {int(label)})")
+    left.set_axis_off()
+    c, h, w = maps.shape
+    right.imshow(mosaic(maps), cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
+    right.set_title(f"{layer}: {c} channels of {h}x{w}")
+    right.set_axis_off()
     return fig

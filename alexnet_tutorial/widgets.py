@@ -1,9 +1,8 @@
-"""Pictures of what the network sees, static and interactive (chapters "The model" and
-"Predictions").
+"""The two widgets of chapters "The model" and "Predictions": pick a test image and see what
+the network makes of it.
 
-Each picture has one drawing function that returns a matplotlib ``Figure``; the widgets
-call the same functions and show the result as PNG bytes in an ``ipywidgets.Image``.
-Figures get an opaque white background, so that they stay readable on a dark page.
+The pictures are the figures of :mod:`alexnet_tutorial.plots`, shown as PNG bytes in an
+``ipywidgets.Image``.
 
 The two widgets work in two ways. In a running notebook they draw each picture on demand,
 for any test image. A page saved with its widget state (the built book) has no kernel to
@@ -18,35 +17,18 @@ from __future__ import annotations
 
 import base64
 import io
-import math
 
 import ipywidgets as widgets
-import numpy as np
 import torch
 from matplotlib.figure import Figure
 from PIL import Image
 
 from .images import predict_probabilities
-from .plots import _pixels
+from .model import CONV_LAYERS
+from .plots import feature_maps_figure, probabilities_figure, to_png
 
-LAYERS = ("layer1", "layer2", "layer3", "layer4", "layer5")
-BACKGROUND = "white"
 SAVED_COLOURS = 256  # saved pictures are stored with a palette of this many colours, a third of the bytes
 HAS_STACK = hasattr(widgets, "Stack")  # ipywidgets 8; without it the widgets are live only
-
-
-class _Figure(Figure):
-    """A Figure that shows itself in a notebook, even where pyplot was never imported."""
-
-    def _repr_png_(self) -> bytes:
-        return to_png(self)
-
-
-def to_png(fig: Figure) -> bytes:
-    """The figure as PNG bytes, on a white background."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120, facecolor=BACKGROUND, bbox_inches="tight")
-    return buf.getvalue()
 
 
 def saved_png(fig: Figure) -> bytes:
@@ -100,84 +82,7 @@ def _image_widget(png: bytes = b"") -> widgets.Image:
     return widgets.Image(value=png, format="png", layout=widgets.Layout(max_width="100%", height="auto"))
 
 
-# -- The model: filters and feature maps ------------------------------------------------
-
-def filters_figure(model: torch.nn.Module) -> Figure:
-    """The first conv layer's 3x3 filters, one small square each (chapter "The model").
-
-    Red weights brighten the output where the image is bright, blue ones darken it; all
-    filters share one colour scale so that their strengths can be compared.
-    """
-    weights = model.layer1[0].weight.detach().float().cpu()[:, 0]  # C x 3 x 3
-    limit = float(weights.abs().max()) or 1.0
-    cols = 8
-    rows = math.ceil(len(weights) / cols)
-    fig = _Figure(figsize=(cols * 0.8, rows * 0.8 + 0.5), facecolor=BACKGROUND, layout="constrained")
-    fig.suptitle(f"layer1: {len(weights)} filters of 3x3 (red positive, blue negative)")
-    for i, ax in enumerate(fig.subplots(rows, cols, squeeze=False).flat):
-        ax.set_axis_off()
-        if i < len(weights):
-            ax.imshow(weights[i].numpy(), cmap="RdBu_r", vmin=-limit, vmax=limit)
-            ax.set_title(str(i), fontsize=8)
-    return fig
-
-
-@torch.no_grad()
-def feature_maps(model: torch.nn.Module, images: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Each conv layer's output for a batch of images: ``{"layer1": N x C x H x W, ...}``."""
-    was_training = model.training
-    model.eval()
-    try:
-        param = next(model.parameters())
-        x = images.to(param.device, param.dtype)
-        maps = {}
-        for name in LAYERS:
-            x = getattr(model, name)(x)
-            maps[name] = x.float().cpu()
-    finally:
-        model.train(was_training)
-    return maps
-
-
-def mosaic(maps: torch.Tensor, gap: int = 1) -> np.ndarray:
-    """C x H x W channels tiled into one 2-D array, each channel scaled to 0..1 on its own
-    (an all-zero channel, one the ReLU silenced, stays black); gaps are NaN."""
-    c, h, w = maps.shape
-    cols = math.ceil(math.sqrt(c))
-    rows = math.ceil(c / cols)
-    grid = np.full((rows * (h + gap) - gap, cols * (w + gap) - gap), np.nan, dtype=np.float32)
-    for i, channel in enumerate(maps.numpy()):
-        top, left = (i // cols) * (h + gap), (i % cols) * (w + gap)
-        low, high = channel.min(), channel.max()
-        grid[top:top + h, left:left + w] = (channel - low) / (high - low) if high > low else 0.0
-    return grid
-
-
-def _draw_feature_maps(image: torch.Tensor, maps: torch.Tensor, layer: str, label=None) -> Figure:
-    # Small in inches, so that the text stays legible when a phone scales the picture down.
-    fig = _Figure(figsize=(6.4, 3.4), facecolor=BACKGROUND, layout="constrained")
-    left, right = fig.subplots(1, 2, width_ratios=[1, 3])
-    left.imshow(_pixels(image), cmap="gray", vmin=0, vmax=1)
-    left.set_title("input" if label is None else f"input (label {int(label)})")
-    left.set_axis_off()
-    c, h, w = maps.shape
-    right.imshow(mosaic(maps), cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
-    right.set_title(f"{layer}: {c} channels of {h}x{w}")
-    right.set_axis_off()
-    return fig
-
-
-def feature_maps_figure(model: torch.nn.Module, image: torch.Tensor, layer: str, label=None) -> Figure:
-    """One image beside every channel of one layer's output (chapter "The model").
-
-    ``image`` is one normalised 1 x 28 x 28 (or 1 x 1 x 28 x 28) image; ``layer`` is
-    ``"layer1"`` .. ``"layer5"``.
-    """
-    if layer not in LAYERS:
-        raise ValueError(f"layer must be one of {', '.join(LAYERS)}, got {layer!r}")
-    image = image.reshape(1, 1, 28, 28)
-    return _draw_feature_maps(image, feature_maps(model, image)[layer][0], layer, label)
-
+# -- The model: feature maps ------------------------------------------------------------
 
 def first_of_each_digit(labels: torch.Tensor) -> list[int]:
     """The index of the first image of each digit in ``labels``, in index order."""
@@ -193,12 +98,11 @@ def feature_map_viewer(model: torch.nn.Module, images: torch.Tensor, labels: tor
     first of each digit) in every layer, precomputed; ``saved=[]`` makes it live only."""
     saved = first_of_each_digit(labels) if saved is None else list(saved)
     index = widgets.IntSlider(value=0, min=0, max=len(images) - 1, description="image")
-    layer = widgets.Dropdown(options=LAYERS, value="layer1", description="layer")
+    layer = widgets.Dropdown(options=CONV_LAYERS, value="layer1", description="layer")
     caption, picture = widgets.HTML(), _image_widget()
 
     def figure(i: int, name: str) -> Figure:
-        maps = feature_maps(model, images[i:i + 1])[name][0]
-        return _draw_feature_maps(images[i], maps, name, labels[i])
+        return feature_maps_figure(model, images[i], name, labels[i])
 
     def describe(i: int, name: str) -> str:
         return f"image {i}, true label <b>{int(labels[i])}</b>, {name}"
@@ -219,7 +123,7 @@ def feature_map_viewer(model: torch.nn.Module, images: torch.Tensor, labels: tor
     by_layer = widgets.Stack([widgets.Stack([widgets.VBox([
         widgets.HTML(f"Saved image {n + 1} of {len(saved)}: test " + describe(i, name)),
         _image_widget(saved_png(figure(i, name)))]) for n, i in enumerate(saved)], selected_index=0)
-        for name in LAYERS], selected_index=0)
+        for name in CONV_LAYERS], selected_index=0)
     index.max = len(saved) - 1
     box = Viewer([_controls(index, layer), by_layer], bytes(by_layer.children[0].children[0].children[1].value),
                  summary)
@@ -240,32 +144,6 @@ def feature_map_viewer(model: torch.nn.Module, images: torch.Tensor, labels: tor
 
 
 # -- Predictions: probabilities ---------------------------------------------------------
-
-def probabilities_figure(probs: torch.Tensor, label, image: torch.Tensor | None = None) -> Figure:
-    """The ten class probabilities as bars, with ``image`` beside them when given
-    (chapter "Predictions"). The predicted digit's bar is blue when it is right and red
-    when it is wrong; the true label is marked below the axis."""
-    probs = torch.as_tensor(probs).float().flatten()
-    label, predicted = int(label), int(probs.argmax())
-    fig = _Figure(figsize=(5.6, 2.5) if image is not None else (4, 2.5), facecolor=BACKGROUND,
-                 layout="constrained")
-    if image is not None:
-        left, ax = fig.subplots(1, 2, width_ratios=[1, 2.2])
-        left.imshow(_pixels(image), cmap="gray", vmin=0, vmax=1)
-        left.set_axis_off()
-    else:
-        ax = fig.subplots()
-    colors = ["#bbbbbb"] * 10
-    colors[predicted] = "#1f77b4" if predicted == label else "#d62728"
-    ax.bar(range(10), probs.numpy(), color=colors)
-    ax.set_xticks(range(10), [f"{d}\ntrue" if d == label else str(d) for d in range(10)])
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("probability")
-    verdict = "right" if predicted == label else "wrong"
-    ax.set_title(f"true {label}, predicted {predicted} ({100 * probs[predicted]:.1f}%, {verdict})")
-    ax.spines[["top", "right"]].set_visible(False)
-    return fig
-
 
 CHOICES = [("all", "all"), ("misclassified only", "wrong")] + [(f"digit {d}", d) for d in range(10)]
 
