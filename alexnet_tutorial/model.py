@@ -11,6 +11,8 @@ import contextlib
 import torch
 from torch import nn
 
+CONV_LAYERS = ("layer1", "layer2", "layer3", "layer4", "layer5")  # the names of AlexNet's conv layers
+
 
 @contextlib.contextmanager
 def eval_mode(model: nn.Module):
@@ -129,6 +131,20 @@ def layer_table(model: nn.Module, input_shape: tuple[int, ...] = (1, 1, 28, 28))
         for hook in hooks:
             hook.remove()
     return rows
+
+
+@torch.no_grad()
+def feature_maps(model: nn.Module, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Each conv layer's output for a batch of images, on the CPU: ``{"layer1": N x C x H x W, ...}``
+    (the feature maps that chapter "The model" draws)."""
+    with eval_mode(model):
+        param = next(model.parameters())
+        x = images.to(param.device, param.dtype)
+        maps = {}
+        for name in CONV_LAYERS:
+            x = getattr(model, name)(x)
+            maps[name] = x.float().cpu()
+    return maps
 
 
 def summary(model: nn.Module, input_shape: tuple[int, ...] = (1, 1, 28, 28)) -> str:
