@@ -2,7 +2,7 @@
 "Saving and loading").
 
 A checkpoint is a plain dict of tensors, numbers and strings: model and optimizer state,
-scheduler, gradient scaler, random-number state, settings, position in the run and the
+gradient scaler, random-number state, settings, position in the run and the
 history so far. It is always read with ``torch.load(weights_only=True)``, which refuses
 pickled Python objects (the original pickled a whole object, which can run code on load).
 """
@@ -16,10 +16,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .config import require_resolved
 from .errors import UserError
 
 FORMAT = "alexnet-tutorial-checkpoint"
-VERSION = 2  # 2: run_id, device and precision; 1 is read too
+VERSION = 3  # 3: no scheduler state (the learning rate is a function of the step); 2: run_id, device and
+#            precision; 2 and 1 are read too
 
 
 class CheckpointError(UserError, RuntimeError):
@@ -35,15 +37,6 @@ def best_path(path) -> Path:
     """Where the best epoch's checkpoint lives beside ``path``: ``run.pt`` -> ``run.best.pt``."""
     path = Path(path)
     return path.with_name(f"{path.stem}.best{path.suffix or '.pt'}")
-
-
-def check_writable(path) -> None:
-    """Fail early, before any training, when ``path``'s folder cannot take a file."""
-    folder = Path(path).resolve().parent
-    if not folder.is_dir():
-        raise CheckpointError(f"cannot write {path}: folder {folder} does not exist")
-    if not os.access(folder, os.W_OK):
-        raise CheckpointError(f"cannot write {path}: folder {folder} is not writable")
 
 
 def save_checkpoint(state: dict, path) -> Path:
@@ -139,7 +132,7 @@ def _rng_state() -> dict:
     return rng
 
 
-def training_state(model, optimizer, scheduler, scaler, cfg, *, epoch: int, step: int,
+def training_state(model, optimizer, scaler, cfg, *, epoch: int, step: int,
                    history: list, running: dict, best: dict, run_id: str | None = None,
                    device: str | None = None, precision: str | None = None) -> dict:
     """The dict a checkpoint holds: enough to rebuild the model and to resume exactly.
@@ -153,9 +146,8 @@ def training_state(model, optimizer, scheduler, scaler, cfg, *, epoch: int, step
         "arch": type(model).__name__, "width_mult": float(getattr(model, "width_mult", 1.0)),
         "model": {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()},
         "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict() if scheduler is not None else None,
         "scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else None,
-        "config": cfg.resolved().to_dict(),  # every automatic setting as the run resolved it
+        "config": require_resolved(cfg, "a checkpoint").to_dict(),  # every setting as the run resolved it
         "epoch": epoch, "step": step,
         "history": [dict(h) for h in history],
         "running": dict(running),
@@ -167,13 +159,12 @@ def training_state(model, optimizer, scheduler, scaler, cfg, *, epoch: int, step
     }
 
 
-def restore_training(state: dict, model, optimizer, scheduler, scaler) -> None:
-    """Put model, optimizer, scheduler, scaler and random-number state back as saved."""
+def restore_training(state: dict, model, optimizer, scaler) -> None:
+    """Put model, optimizer, gradient scaler and random-number state back as saved. (A
+    version-2 file's scheduler state is not needed: the learning rate follows from the step.)"""
     load_weights(model, state)
     try:
         optimizer.load_state_dict(state["optimizer"])
-        if scheduler is not None and state.get("scheduler") is not None:
-            scheduler.load_state_dict(state["scheduler"])
         if scaler is not None and scaler.is_enabled() and state.get("scaler") is not None:
             scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["rng"]["torch"])

@@ -147,6 +147,13 @@ def feature_maps(model: nn.Module, images: torch.Tensor) -> dict[str, torch.Tens
     return maps
 
 
+def parameter_count(width_mult: float = 1.0) -> int:
+    """The number of parameters of ``AlexNet(width_mult)``, counted without allocating them
+    (the network is built on PyTorch's meta device, which holds shapes only)."""
+    with torch.device("meta"):
+        return sum(p.numel() for p in AlexNet(width_mult=width_mult).parameters())
+
+
 def summary(model: nn.Module, input_shape: tuple[int, ...] = (1, 1, 28, 28)) -> str:
     """A printable table of :func:`layer_table`, with the total parameter count."""
     rows = layer_table(model, input_shape)
