@@ -1,4 +1,6 @@
-"""Shared fixtures: where MNIST lives, small real batches of it, and checkpoints made on the spot."""
+"""Shared fixtures: where MNIST lives, small real batches of it, checkpoints made on the spot,
+runs of seconds, and the helpers the training tests share (stopping a run after a checkpoint,
+comparing histories without their timings, comparing weights)."""
 
 from __future__ import annotations
 
@@ -9,17 +11,29 @@ import pytest
 import torch
 
 from alexnet_tutorial import checkpoint as ckpt
-from alexnet_tutorial.data import ENV_VAR, MNIST_FILES, mnist_tensors
+from alexnet_tutorial import run as run_mod
+from alexnet_tutorial.config import TrainConfig
+from alexnet_tutorial.data import ENV_VAR, MNIST_FILES, TensorLoader, mnist_tensors
 from alexnet_tutorial.model import AlexNet
-from alexnet_tutorial.training import TrainConfig, make_optimizer, make_scheduler
+from alexnet_tutorial.training import make_optimizer
 
 # CI clones the project beside the shared folder: <parent>/<clone> and <parent>/shared/data.
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+TIMING_FIELDS = {"seconds", "images_per_s"}  # the fields of a history record that differ from run to run
+TINY_TEST_IMAGES = 500  # the test images a `tiny` run evaluates on (not all 10,000: seconds, not minutes)
 
 
 def _has_mnist(root: Path) -> bool:
     raw = root / "MNIST" / "raw"
     return all((raw / name).is_file() for name in MNIST_FILES)
+
+
+def missing_mnist(message: str) -> None:
+    """Skip a test that needs MNIST when it is not here; in CI (``$CI`` set) fail it instead,
+    so that a run without the data cannot pass by skipping every test that trains."""
+    if os.environ.get("CI"):
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
 
 
 @pytest.fixture(scope="session")
@@ -32,7 +46,7 @@ def data_dir() -> Path:
         if _has_mnist(root):
             return root.resolve()
     tried = " or ".join(str(c) for c in candidates)
-    pytest.skip(f"MNIST not found in {tried}: set {ENV_VAR} to a folder holding MNIST/raw/*-ubyte")
+    missing_mnist(f"MNIST not found in {tried}: set {ENV_VAR} to a folder holding MNIST/raw/*-ubyte")
 
 
 @pytest.fixture(scope="session")
@@ -48,15 +62,92 @@ def train_sample(data_dir):
 
 
 @pytest.fixture
+def small_test_set(monkeypatch):
+    """While the test runs, every run that ``train`` (or the command line) starts evaluates on
+    the first ``TINY_TEST_IMAGES`` test images only: seconds, not the 10,000 images' minutes."""
+    real = run_mod.build_loaders
+
+    def build_loaders(cfg, device):
+        train_loader, test_loader = real(cfg, device)
+        if isinstance(test_loader, TensorLoader):
+            n = TINY_TEST_IMAGES
+            test_loader = TensorLoader(test_loader.images[:n], test_loader.labels[:n], cfg.eval_batch_size)
+        return train_loader, test_loader
+
+    monkeypatch.setattr(run_mod, "build_loaders", build_loaders)
+
+
+@pytest.fixture
+def tiny(data_dir, small_test_set):
+    """A function making a TrainConfig for a run of seconds: 128 real training images, 4 steps
+    an epoch, a quarter-width network on the CPU in fp32, evaluated on a small test set."""
+
+    def make(**overrides):
+        settings = dict(subset=128, epochs=2, batch_size=32, width_mult=0.25, device="cpu", precision="fp32",
+                        data_dir=str(data_dir))
+        return TrainConfig(**{**settings, **overrides})
+
+    return make
+
+
+@pytest.fixture
+def stop_after(monkeypatch):
+    """A function ``arm(epoch, step, before=False)``: the next run stops (raises
+    KeyboardInterrupt, as if killed) right after it writes its main checkpoint at ``(epoch,
+    step)``, once (a resumed run passes the same point again). With ``before=True`` it stops
+    instead of writing that main file, after the ``.best`` file was written. Returns the list
+    of paths it stopped at."""
+    real = ckpt.save_checkpoint
+
+    def arm(epoch: int, step: int, before: bool = False) -> list:
+        fired = []
+
+        def save(state, path):
+            hit = (not fired and (state["epoch"], state["step"]) == (epoch, step)
+                   and not str(path).endswith(".best.pt"))
+            if hit:
+                fired.append(path)
+                if before:
+                    raise KeyboardInterrupt
+            real(state, path)
+            if hit:
+                raise KeyboardInterrupt
+
+        monkeypatch.setattr(ckpt, "save_checkpoint", save)
+        return fired
+
+    return arm
+
+
+def _without_timing(history: list[dict]) -> list[dict]:
+    return [{k: v for k, v in record.items() if k not in TIMING_FIELDS} for record in history]
+
+
+def _weights_equal(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.fixture(scope="session")
+def without_timing():
+    """A function: a run's history without the fields that differ between two identical runs."""
+    return _without_timing
+
+
+@pytest.fixture(scope="session")
+def weights_equal():
+    """A function: True when two state dicts hold the same names and the same bits."""
+    return _weights_equal
+
+
+@pytest.fixture
 def make_checkpoint():
     """A function writing a real checkpoint of ``model`` (no training needed) to ``path``."""
 
     def write(model: torch.nn.Module, path, cfg: TrainConfig | None = None, **position) -> Path:
-        cfg = cfg or TrainConfig(width_mult=model.width_mult, device="cpu")
+        cfg = (cfg or TrainConfig(width_mult=model.width_mult, device="cpu")).resolved()
         optimizer = make_optimizer(model, cfg)
-        scheduler = make_scheduler(optimizer, cfg, steps_per_epoch=10)
         scaler = torch.amp.GradScaler("cpu", enabled=False)
-        state = ckpt.training_state(model, optimizer, scheduler, scaler, cfg,
+        state = ckpt.training_state(model, optimizer, scaler, cfg,
                                     epoch=position.get("epoch", 1), step=position.get("step", 0),
                                     history=position.get("history", []),
                                     running={"loss_sum": 0.0, "count": 0}, best={"epoch": 0, "accuracy": -1.0})

@@ -56,7 +56,7 @@ def test_speed_package_1ep_trains_one_epoch_with_the_one_epoch_recipe(tmp_path, 
     assert (original["images"], package["images"], short["images"]) == (4096, 4096, 2048)
     assert package["config"]["epochs"] == 2 and short["config"]["epochs"] == 1 and len(short["curve"]) == 1
     # The automatic recipe follows each run's own length (resolve_recipe).
-    from alexnet_tutorial.training import TrainConfig
+    from alexnet_tutorial.config import TrainConfig
     for r, epochs in ((package, 2), (short, 1)):
         expected = TrainConfig(subset=2048, epochs=epochs, data_dir=str(data_dir)).resolved()
         assert (r["config"]["dropout"], r["config"]["label_smoothing"]) == (expected.dropout, expected.label_smoothing)
@@ -108,7 +108,7 @@ def test_recipe_sweep_trains_every_recipe_at_every_budget_and_tabulates_the_mean
 def test_the_large_batch_recipes_are_batch_1024_at_the_rules_rate_and_at_the_old_square_root_rate():
     import importlib.util
 
-    from alexnet_tutorial.training import TrainConfig, resolve_recipe
+    from alexnet_tutorial.config import TrainConfig, resolve_recipe
 
     spec = importlib.util.spec_from_file_location("recipe_bench", ROOT / "benchmarks" / "recipe.py")
     module = importlib.util.module_from_spec(spec)

@@ -1,14 +1,18 @@
-"""Checkpoints: exact round trips, safe loading (bug 10), clear refusals, atomic writes."""
+"""Checkpoints: exact round trips, safe loading (bug 10), clear refusals, atomic writes, and
+files written by an earlier release."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
 from alexnet_tutorial import checkpoint as ckpt
+from alexnet_tutorial import cli
 from alexnet_tutorial.checkpoint import CheckpointError, best_path, load_checkpoint, load_model, load_weights
 from alexnet_tutorial.model import AlexNet
 
@@ -44,7 +48,8 @@ def test_checkpoint_is_self_describing(seeded_model, make_checkpoint, tmp_path):
     assert (state["epoch"], state["step"]) == (3, 7)
     assert state["history"] == [{"epoch": 1, "train_loss": 1.5}]
     assert state["config"]["width_mult"] == 0.25
-    assert {"model", "optimizer", "scheduler", "rng", "running", "best"} <= set(state)
+    assert {"model", "optimizer", "rng", "running", "best", "run_id", "device", "precision"} <= set(state)
+    assert "scheduler" not in state  # the learning rate is a function of the step: nothing to save
 
 
 def test_whole_module_pickle_is_refused(seeded_model, tmp_path):
@@ -191,7 +196,42 @@ def test_best_path_sits_beside_the_checkpoint(tmp_path):
     assert best_path(tmp_path / "run") == tmp_path / "run.best.pt"
 
 
-def test_check_writable_refuses_a_missing_folder(tmp_path):
-    with pytest.raises(CheckpointError, match="does not exist"):
-        ckpt.check_writable(tmp_path / "no-such-folder" / "run.pt")
-    ckpt.check_writable(tmp_path / "run.pt")
+# --- a checkpoint written by 0.1.0 (format 2) ----------------------------------------------------
+
+# tests/fixtures/README.md: an eighth-width network, one epoch of 2 steps on 64 images;
+# its log said test accuracy 16.20%, test loss 2.3484.
+RELEASE_0_1_0 = Path(__file__).parent / "fixtures" / "checkpoint-0.1.0.pt"
+
+
+def test_a_0_1_0_checkpoint_is_evaluated_as_it_was_when_written(data_dir, capsys):
+    state = load_checkpoint(RELEASE_0_1_0)
+    assert state["version"] == 2 and "scheduler" in state  # the older format, scheduler state and all
+    assert cli.main(["evaluate", str(RELEASE_0_1_0), "--device", "cpu", "--data-dir", str(data_dir), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert (result["count"], result["correct"], result["accuracy"]) == (10_000, 1620, 0.162)
+    assert result["loss"] == pytest.approx(2.3484, abs=1e-4)
+
+
+def test_a_0_1_0_checkpoint_predicts(draw_digit, tmp_path, capsys):
+    image = tmp_path / "seven.png"
+    draw_digit("7", size=(90, 120)).save(image)
+    assert cli.main(["predict", str(RELEASE_0_1_0), str(image), "--device", "cpu", "--json"]) == 0
+    [result] = json.loads(capsys.readouterr().out)
+    assert result["image"] == str(image) and 0 <= result["digit"] <= 9 and len(result["top3"]) == 3
+    model = load_model(RELEASE_0_1_0)
+    assert model.width_mult == 0.125 and not model.training
+
+
+def test_a_0_1_0_checkpoint_resumes_to_a_longer_run(data_dir, small_test_set, tmp_path, capsys):
+    copy = tmp_path / "old.pt"
+    shutil.copy(RELEASE_0_1_0, copy)
+    old = load_checkpoint(copy)
+    assert cli.main(["train", "--resume", str(copy), "--epochs", "2", "--device", "cpu", "--precision", "fp32",
+                     "--data-dir", str(data_dir), "--no-progress"]) == 0
+    assert "started for 1 epochs and now runs to 2" in capsys.readouterr().out
+    new = load_checkpoint(copy)
+    assert (new["version"], new["epoch"], new["step"], new["run_id"]) == (ckpt.VERSION, 2, 0, old["run_id"])
+    assert new["history"][0] == old["history"][0] and len(new["history"]) == 2
+    assert {k: new["config"][k] for k in ("batch_size", "lr", "dropout", "subset", "width_mult")} == {
+        k: old["config"][k] for k in ("batch_size", "lr", "dropout", "subset", "width_mult")}  # its own recipe
+    assert not all(torch.equal(new["model"][k], v) for k, v in old["model"].items())  # it trained on

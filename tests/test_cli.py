@@ -1,4 +1,5 @@
-"""The command line: one line on stderr and exit status 2 for every bad input; JSON that parses."""
+"""The command line: one line on stderr and exit status 2 for every bad input, a traceback for
+every bug; JSON that parses."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import torch
 import torchvision
 
 from alexnet_tutorial import cli
+from alexnet_tutorial import run as run_mod
 from alexnet_tutorial.checkpoint import best_path, load_checkpoint
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -123,7 +125,73 @@ def test_exit_status_of_the_real_program(tmp_path):
         assert proc.stdout == ""
 
 
-def test_existing_out_is_kept_without_force_and_replaced_with_it(data_dir, tmp_path):
+@pytest.mark.parametrize("error", [RuntimeError("a bug"), ValueError("a bug"), KeyError("a bug")],
+                         ids=["RuntimeError", "ValueError", "KeyError"])
+def test_an_internal_error_keeps_its_traceback(tmp_path, monkeypatch, error):
+    # Only the package's own UserError is the user's mistake; anything else is a bug in the
+    # package, and hiding it as a one-line exit 2 would hide where it happened.
+    def broken(*_args, **_kwargs):
+        raise error
+
+    monkeypatch.setattr(run_mod, "build_loaders", broken)  # inside train, after the settings were checked
+    with pytest.raises(type(error), match="a bug"):
+        run(["train", "--subset", "64", "--epochs", "1", "--device", "cpu", "--out", tmp_path / "run.pt",
+             "--no-progress"])
+    assert not (tmp_path / "run.pt").exists()
+
+
+def test_ctrl_c_gives_one_line_and_status_130(tmp_path, monkeypatch):
+    def interrupted(*_args, **_kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run_mod, "build_loaders", interrupted)
+    status, out, err = run(["train", "--subset", "64", "--epochs", "1", "--device", "cpu", "--out",
+                            tmp_path / "run.pt", "--no-progress"])
+    assert status == 130 and out == "" and err.count("\n") == 1 and "interrupted" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no checkpoint, no lock file left
+
+
+def test_the_json_summary_has_no_best_checkpoint_when_there_is_no_best_file(tiny, tmp_path, monkeypatch):
+    # A checkpoint copied without its .best file after a worse epoch than its best, resumed, and
+    # no later epoch beats the best: its weights are in no file, and the summary says so.
+    accuracies = iter([0.9, 0.5, 0.4, 0.3])
+    monkeypatch.setattr(run_mod, "evaluate", lambda *_a, **_k: (lambda a: {
+        "loss": 1.0, "accuracy": a, "correct": round(a * 100), "count": 100})(next(accuracies)))
+    first = tmp_path / "first"
+    first.mkdir()
+    run_mod.train(tiny(epochs=2), out=first / "run.pt", progress=False, log=lambda _msg: None)
+    copy = tmp_path / "run.pt"
+    copy.write_bytes((first / "run.pt").read_bytes())
+    status, out, err = run(["train", "--resume", copy, "--epochs", "3", "--json", "--no-progress"])
+    assert status == 0, err
+    summary = json.loads(out)
+    assert summary["best_checkpoint"] is None and summary["best_epoch"] == 1 and summary["checkpoint"] == str(copy)
+    assert not best_path(copy).exists()
+    status, out, err = run(["train", "--resume", first / "run.pt", "--epochs", "3", "--json", "--no-progress"])
+    assert status == 0, err  # beside its .best file: named
+    assert json.loads(out)["best_checkpoint"] == str(best_path(first / "run.pt"))
+
+
+def test_the_command_line_starts_without_loading_pytorch():
+    # Importing torch takes seconds: --help, a usage error and Ctrl-C must not wait for it.
+    code = ("import sys, alexnet_tutorial, alexnet_tutorial.cli; "
+            "print(sorted(m for m in ('torch', 'torchvision', 'numpy') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stdout + proc.stderr
+
+
+def test_the_package_names_resolve_on_first_use():
+    import alexnet_tutorial
+    from alexnet_tutorial import config, run, training
+
+    assert alexnet_tutorial.train is run.train and alexnet_tutorial.fit is run.fit
+    assert alexnet_tutorial.TrainConfig is config.TrainConfig and alexnet_tutorial.evaluate is training.evaluate
+    assert set(alexnet_tutorial.__all__) <= set(dir(alexnet_tutorial))
+    with pytest.raises(AttributeError, match="no attribute 'make_scheduler'"):
+        alexnet_tutorial.make_scheduler  # noqa: B018
+
+
+def test_existing_out_is_kept_without_force_and_replaced_with_it(data_dir, small_test_set, tmp_path):
     out = tmp_path / "run.pt"
     out.write_bytes(b"an earlier run")
     common = ["train", "--subset", "64", "--epochs", "1", "--batch-size", "32", "--width-mult", "0.25",

@@ -4,6 +4,7 @@ what an explicit choice the machine lacks does."""
 from __future__ import annotations
 
 import importlib
+import math
 
 import pytest
 import torch
@@ -127,12 +128,11 @@ def test_autocast_runs_the_model_in_the_chosen_format_on_cpu(seeded_model, train
 
 
 def test_channels_last_auto_follows_the_device():
-    for precision in ("fp32", "bf16"):
-        assert pick_channels_last(None, CUDA, precision) is True
-        assert pick_channels_last(None, CPU, precision) is True
-        assert pick_channels_last(None, MPS, precision) is False
-    assert pick_channels_last(False, CUDA, "bf16") is False
-    assert pick_channels_last(True, MPS, "fp32") is True
+    assert pick_channels_last(None, CUDA) is True
+    assert pick_channels_last(None, CPU) is True
+    assert pick_channels_last(None, MPS) is False
+    assert pick_channels_last(False, CUDA) is False
+    assert pick_channels_last(True, MPS) is True
 
 
 def test_describe_device_names_the_cpu_and_its_bf16(cpuinfo):
@@ -160,14 +160,16 @@ def test_describe_device_names_the_gpu(monkeypatch):
 
 
 def test_a_training_step_in_bf16_on_cpu_updates_float32_weights(seeded_model, train_sample):
-    from alexnet_tutorial.training import TrainConfig, make_optimizer, make_scheduler, train_step
+    from alexnet_tutorial.config import TrainConfig
+    from alexnet_tutorial.training import RunningLoss, make_optimizer, train_steps
 
     model = seeded_model(width_mult=0.25)
-    cfg = TrainConfig(device="cpu", precision="bf16")
+    cfg = TrainConfig(device="cpu", precision="bf16").resolved()
     optimizer = make_optimizer(model, cfg, CPU)
     before = model.fc3.weight.detach().clone()
-    loss = train_step(model, train_sample[0][:16], train_sample[1][:16], optimizer,
-                      make_scheduler(optimizer, cfg, 10), torch.amp.GradScaler("cpu", enabled=False),
-                      nn.CrossEntropyLoss(), CPU, "bf16", channels_last=True)
-    assert loss.dtype == torch.float32 and loss.ndim == 0 and torch.isfinite(loss)
+    running = RunningLoss(CPU)
+    batch = (train_sample[0][:16], train_sample[1][:16])
+    assert train_steps(model, [batch], optimizer, nn.CrossEntropyLoss(), lambda _step: cfg.lr, 0, running,
+                       device=CPU, precision="bf16", channels_last=True) == 1
+    assert running.sum.dtype == torch.float64 and running.count == 16 and math.isfinite(running.mean())
     assert model.fc3.weight.dtype == torch.float32 and not torch.equal(model.fc3.weight, before)

@@ -21,9 +21,9 @@ import torch
 
 from alexnet_tutorial import cli
 from alexnet_tutorial.checkpoint import best_path
+from alexnet_tutorial.config import TrainConfig
 from alexnet_tutorial.data import TensorLoader
 from alexnet_tutorial.model import AlexNet
-from alexnet_tutorial.training import TrainConfig
 
 pytestmark = pytest.mark.slow
 
@@ -31,7 +31,6 @@ TIMEOUT_S = 300
 # 4,096 images in global batches of 32 (16 per process): 128 steps, a checkpoint every 8.
 SETTINGS = ["--subset", "4096", "--epochs", "1", "--batch-size", "32", "--checkpoint-every", "8",
             "--width-mult", "0.25", "--device", "cpu", "--precision", "fp32", "--no-progress"]
-TIMING_FIELDS = {"seconds", "images_per_s"}
 TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
                 "TORCHELASTIC_RESTART_COUNT", "TORCHELASTIC_RUN_ID", "GROUP_RANK")
 
@@ -57,10 +56,6 @@ def run(command, cwd) -> subprocess.CompletedProcess:
 
 def read(path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def without_timing(history):
-    return [{k: v for k, v in h.items() if k not in TIMING_FIELDS} for h in history]
 
 
 # The loader: every rank its own slice of the same global batches ----------------------------
@@ -136,7 +131,8 @@ def test_a_bad_batch_size_through_torchrun_fails_with_one_line(tmp_path, data_di
 
 EQUIVALENCE = """
 import sys
-from alexnet_tutorial.training import TrainConfig, train
+from alexnet_tutorial.config import TrainConfig
+from alexnet_tutorial.run import train
 cfg = TrainConfig(subset=512, epochs=1, batch_size=64, lr=0.01, dropout=0.0, shift=0, width_mult=0.25,
                   device="cpu", precision="fp32", data_dir=sys.argv[2])
 train(cfg, out=sys.argv[1], progress=False)
@@ -192,7 +188,8 @@ def test_two_processes_train_write_one_checkpoint_and_evaluate_reads_it(two_proc
     assert result["loss"] == pytest.approx(state["history"][-1]["test_loss"], rel=1e-5)
 
 
-def test_a_killed_rank_is_restarted_and_the_run_ends_as_if_never_killed(two_process_run, data_dir, tmp_path):
+def test_a_killed_rank_is_restarted_and_the_run_ends_as_if_never_killed(two_process_run, data_dir, tmp_path,
+                                                                       without_timing):
     reference, folder = two_process_run[0], tmp_path
     out = folder / "run.pt"
     log = open(folder / "job.log", "w+")  # a file, not a pipe: a full pipe would stall the job

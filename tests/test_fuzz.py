@@ -32,13 +32,14 @@ def folder():
 def checkpoint_bytes(folder):
     """A real checkpoint, as small as the network allows."""
     from alexnet_tutorial.checkpoint import save_checkpoint, training_state
-    from alexnet_tutorial.training import TrainConfig, make_optimizer, make_scheduler
+    from alexnet_tutorial.config import TrainConfig
+    from alexnet_tutorial.training import make_optimizer
 
     torch.manual_seed(0)
     model = AlexNet(width_mult=0.05)
-    cfg = TrainConfig(width_mult=0.05)
+    cfg = TrainConfig(width_mult=0.05).resolved()
     optimizer = make_optimizer(model, cfg)
-    state = training_state(model, optimizer, make_scheduler(optimizer, cfg, 10), None, cfg, epoch=1, step=0,
+    state = training_state(model, optimizer, None, cfg, epoch=1, step=0,
                            history=[{"epoch": 1, "train_loss": 2.0}], running={}, best={})
     path = save_checkpoint(state, folder / "small.pt")
     load_checkpoint(path)

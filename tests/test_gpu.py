@@ -15,8 +15,10 @@ import torch
 
 from alexnet_tutorial import checkpoint as ckpt
 from alexnet_tutorial.cli import main
+from alexnet_tutorial.config import TrainConfig
 from alexnet_tutorial.devices import cpu_has_native_bf16, pick_device, pick_precision
-from alexnet_tutorial.training import TrainConfig, train
+from alexnet_tutorial.errors import ConfigError
+from alexnet_tutorial.run import train
 
 pytestmark = pytest.mark.gpu
 quiet = dict(progress=False, log=lambda _msg: None)
@@ -39,7 +41,7 @@ def precisions(device: torch.device) -> list[str]:
     for name in ("fp32", "bf16", "fp16"):
         try:
             pick_precision(name, device)
-        except ValueError:
+        except ConfigError:
             continue
         if device.type == "cpu" and name != "fp32" and not (name == "bf16" and cpu_has_native_bf16()):
             continue
@@ -66,21 +68,13 @@ def test_a_few_hundred_steps_learn_in_every_precision(cfg, device):
         assert result.history[-1]["test_accuracy"] > 0.9, precision
 
 
-def test_resume_on_the_device_matches_an_uninterrupted_run(cfg, device, tmp_path, monkeypatch):
+def test_resume_on_the_device_matches_an_uninterrupted_run(cfg, device, tmp_path, stop_after):
     precision = precisions(device)[-1]  # fp16 with its scaler where there is one
     settings = cfg(precision=precision, epochs=2, subset=1280, checkpoint_every=15)
     whole = train(settings, out=tmp_path / "whole.pt", **quiet)
-    real = ckpt.save_checkpoint
-
-    def stop_mid_way(state, path):
-        real(state, path)
-        if (state["epoch"], state["step"]) == (1, 10) and not str(path).endswith(".best.pt"):
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(ckpt, "save_checkpoint", stop_mid_way)
+    stop_after(1, 5)  # 40 steps an epoch, a checkpoint every 15 of the run: step 45 is the second epoch's 5th
     with pytest.raises(KeyboardInterrupt):
         train(settings, out=tmp_path / "cut.pt", **quiet)
-    monkeypatch.setattr(ckpt, "save_checkpoint", real)
     saved = ckpt.load_checkpoint(tmp_path / "cut.pt")
     assert (saved["device"], saved["precision"]) == (device.type, precision)
     resumed = train(None, resume=tmp_path / "cut.pt", **quiet)
@@ -106,11 +100,11 @@ def test_compile_captures_the_step_and_says_how_long_it_took(cfg, device):
 def test_cudnn_autotuning_is_on_while_training_and_put_back_after(cfg, device, monkeypatch):
     if device.type != "cuda":
         pytest.skip("cuDNN is CUDA's")
-    from alexnet_tutorial import training
+    from alexnet_tutorial import run
 
     seen = []
-    real = training.train_step
-    monkeypatch.setattr(training, "train_step",
+    real = run.train_steps
+    monkeypatch.setattr(run, "train_steps",
                         lambda *a, **k: (seen.append(torch.backends.cudnn.benchmark), real(*a, **k))[1])
     torch.backends.cudnn.benchmark = False
     train(cfg(subset=256), **quiet)

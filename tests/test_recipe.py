@@ -4,16 +4,14 @@ a setting given explicitly."""
 
 from __future__ import annotations
 
-import importlib
-
 import pytest
 import torch
 
 from alexnet_tutorial.checkpoint import load_checkpoint
+from alexnet_tutorial.config import AUTO_FIELDS, ResumeMismatch, TrainConfig, few_steps_note, recipe_lr, resolve_recipe
 from alexnet_tutorial.data import TensorLoader
-from alexnet_tutorial.training import AUTO_FIELDS, TrainConfig, fit, recipe_lr, resolve_recipe, train
-
-train_mod = importlib.import_module("alexnet_tutorial.training")
+from alexnet_tutorial.model import AlexNet
+from alexnet_tutorial.run import fit, train
 
 
 def test_the_full_run_keeps_the_recipe_its_benchmarks_measured():
@@ -22,14 +20,31 @@ def test_the_full_run_keeps_the_recipe_its_benchmarks_measured():
     assert (cfg.batch_size, cfg.lr, cfg.dropout, cfg.label_smoothing, cfg.shift) == (128, 0.05, 0.5, 0.1, 2)
 
 
-@pytest.mark.parametrize(("subset", "epochs", "batch"), [(2000, 1, 32), (3000, 1, 32), (10_000, 1, 32),
-                                                          (10_000, 2, 32), (20_000, 2, 32), (None, 1, 64),
-                                                          (None, 2, 128), (None, 5, 128)])
-def test_a_short_run_takes_smaller_batches_for_more_steps(subset, epochs, batch):
-    cfg = TrainConfig(subset=subset, epochs=epochs).resolved()
-    assert cfg.batch_size == batch
-    images = (subset or 60_000) * epochs
-    assert images // batch >= train_mod.MIN_STEPS or batch == 32
+# The rule of resolve_recipe's docstring, worked out by hand for each budget (training images x
+# epochs): batch 128, else 64, else 32, the largest giving 900 steps; lr 0.05 x batch / 128;
+# dropout 0.5, smoothing 0.1, shift 2 px times min(1, images / 300,000), rounded to 2 places, 3
+# places and whole pixels.
+RECIPES = {
+    # (images, epochs): (batch, lr, dropout, label smoothing, shift)
+    (2_000, 1): (32, 0.0125, 0.0, 0.001, 0),
+    (3_000, 1): (32, 0.0125, 0.01, 0.001, 0),
+    (10_000, 1): (32, 0.0125, 0.02, 0.003, 0),
+    (10_000, 2): (32, 0.0125, 0.03, 0.007, 0),
+    (57_600, 1): (64, 0.025, 0.1, 0.019, 0),     # exactly 900 steps at batch 64: enough
+    (60_000, 1): (64, 0.025, 0.1, 0.02, 0),
+    (28_800, 4): (128, 0.05, 0.19, 0.038, 1),    # exactly 900 steps at batch 128
+    (60_000, 2): (128, 0.05, 0.2, 0.04, 1),
+    (60_000, 5): (128, 0.05, 0.5, 0.1, 2),
+    (60_000, 10): (128, 0.05, 0.5, 0.1, 2),
+}
+
+
+@pytest.mark.parametrize(("images", "epochs"), RECIPES, ids=[f"{n}x{e}" for n, e in RECIPES])
+def test_the_recipe_at_each_budget(images, epochs):
+    subset = None if images == 60_000 else images
+    for cfg in (TrainConfig(subset=subset, epochs=epochs).resolved(),
+                resolve_recipe(TrainConfig(epochs=epochs), images)):  # from the subset, or the train size given
+        assert (cfg.batch_size, cfg.lr, cfg.dropout, cfg.label_smoothing, cfg.shift) == RECIPES[images, epochs]
 
 
 def test_the_learning_rate_follows_the_batch():
@@ -64,11 +79,10 @@ def test_the_log_names_the_recipe_and_what_the_length_chose(train_sample):
     images, labels = train_sample
     loader = TensorLoader(images[:256], labels[:256], batch_size=32, shuffle=True, seed=0)
     torch.manual_seed(0)
-    from alexnet_tutorial.model import AlexNet
     lines = []
-    cfg = TrainConfig(epochs=1, width_mult=0.25, batch_size=32, device="cpu")
-    result = fit(AlexNet(width_mult=0.25, dropout=0.0), loader, TensorLoader(images[:64], labels[:64], 64), cfg,
-                 progress=False, log=lines.append)
+    given = TrainConfig(epochs=1, width_mult=0.25, batch_size=32, device="cpu")
+    result = fit(AlexNet(width_mult=0.25, dropout=0.0), loader, TensorLoader(images[:64], labels[:64], 64),
+                 given.resolved(256), given=given, progress=False, log=lines.append)
     recipe = next(line for line in lines if line.startswith("recipe:"))
     assert "batch 32, peak lr 0.0125, dropout 0, label smoothing 0, shift 0 px" in recipe
     assert "(lr, dropout, label smoothing, shift chosen for 1 x 256 = 256 training images)" in recipe
@@ -76,11 +90,9 @@ def test_the_log_names_the_recipe_and_what_the_length_chose(train_sample):
 
 
 def test_a_batch_given_by_hand_that_leaves_too_few_steps_gets_a_note_with_the_epochs_it_needs():
-    from alexnet_tutorial.training import MIN_STEPS, few_steps_note
     large = TrainConfig(batch_size=1024, epochs=5)  # 59 steps per epoch of 60,000: 295 in all
     note = few_steps_note(large, large.resolved(60_000), 60_000)
     assert note.startswith("note: batch 1024 gives 295 steps in all") and "16 epochs give this batch" in note
-    assert 16 * 59 >= MIN_STEPS > 15 * 59
     longer = TrainConfig(batch_size=1024, epochs=16)
     assert few_steps_note(longer, longer.resolved(60_000), 60_000) is None  # enough steps
     for cfg in (TrainConfig(), TrainConfig(epochs=1), TrainConfig(batch_size=32, epochs=1)):
@@ -91,17 +103,17 @@ def test_a_batch_given_by_hand_that_leaves_too_few_steps_gets_a_note_with_the_ep
 def test_fit_logs_the_few_steps_note_under_the_recipe(train_sample):
     images, labels = train_sample
     loader = TensorLoader(images[:256], labels[:256], batch_size=128, shuffle=True, seed=0)
-    from alexnet_tutorial.model import AlexNet
     lines = []
-    cfg = TrainConfig(epochs=1, width_mult=0.25, batch_size=128, device="cpu")
-    fit(AlexNet(width_mult=0.25), loader, TensorLoader(images[:64], labels[:64], 64), cfg, progress=False,
-        log=lines.append)
+    given = TrainConfig(epochs=1, width_mult=0.25, batch_size=128, device="cpu")
+    cfg = given.resolved(256)
+    fit(AlexNet(width_mult=0.25, dropout=cfg.dropout), loader, TensorLoader(images[:64], labels[:64], 64), cfg,
+        given=given, progress=False, log=lines.append)
     recipe, note = next(line for line in lines if line.startswith("recipe:")).split("\n")  # a line under it
     assert recipe.startswith("recipe: batch 128,") and note.startswith("note: batch 128 gives 2 steps in all")
     assert "automatic batch (32)" in note and "450 epochs give this batch" in note
 
 
-def test_a_checkpoint_records_the_resolved_recipe_and_a_resume_keeps_it(data_dir, tmp_path):
+def test_a_checkpoint_records_the_resolved_recipe_and_a_resume_keeps_it(data_dir, small_test_set, tmp_path):
     out = tmp_path / "run.pt"
     cfg = TrainConfig(subset=256, epochs=1, width_mult=0.25, device="cpu", data_dir=str(data_dir))
     train(cfg, out=out, progress=False, log=lambda _m: None)
@@ -111,7 +123,7 @@ def test_a_checkpoint_records_the_resolved_recipe_and_a_resume_keeps_it(data_dir
     longer = TrainConfig(subset=256, epochs=2, width_mult=0.25, device="cpu", data_dir=str(data_dir))
     result = train(longer, out=out, resume=out, progress=False, log=lambda _m: None)
     assert (result.config.batch_size, result.config.lr, result.config.dropout) == (32, 0.0125, 0.0)
-    with pytest.raises(train_mod.ResumeMismatch, match="lr=0.05 differs"):
+    with pytest.raises(ResumeMismatch, match="lr=0.05 differs"):
         train(TrainConfig(subset=256, epochs=3, width_mult=0.25, lr=0.05, data_dir=str(data_dir)), out=out,
               resume=out, progress=False, log=lambda _m: None)
 

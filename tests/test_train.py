@@ -1,26 +1,25 @@
-"""Training and evaluation: the right model evaluated the right way, honest losses, repeatable runs."""
+"""Training and evaluation: the right model evaluated the right way, honest losses, repeatable
+runs, the schedule, the best epoch, and the rules a run keeps (resolved settings, the model's dropout)."""
 
 from __future__ import annotations
 
-import importlib
 import math
 
 import pytest
 import torch
 from torch import nn
 
+from alexnet_tutorial import checkpoint as ckpt
+from alexnet_tutorial import run as run_mod
+from alexnet_tutorial.config import MAX_LR, MAX_WIDTH_MULT, TrainConfig
 from alexnet_tutorial.data import TensorLoader
+from alexnet_tutorial.errors import ConfigError, UserError
 from alexnet_tutorial.model import AlexNet
-from alexnet_tutorial.training import FitResult, TrainConfig, evaluate, fit, train
+from alexnet_tutorial.run import FitResult, RunState, fit, train
+from alexnet_tutorial.training import RunningLoss, evaluate, learning_rate, make_optimizer, train_steps
 
-# The module, not the function of the same name that the package exports.
-train_mod = importlib.import_module("alexnet_tutorial.training")
-TIMING_FIELDS = {"seconds", "images_per_s"}
+CPU = torch.device("cpu")
 quiet = dict(progress=False, log=lambda _msg: None)
-
-
-def without_timing(history):
-    return [{k: v for k, v in h.items() if k not in TIMING_FIELDS} for h in history]
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +88,7 @@ class RecordingLoader(TensorLoader):
             yield x, y
 
 
-def tiny_fit(train_sample, small_eval, seed=0, **overrides):
+def tiny_fit(train_sample, small_eval, seed=0, checkpoint_path=None, **overrides):
     settings = dict(epochs=1, batch_size=32, width_mult=0.25, device="cpu", precision="fp32", shift=1, seed=seed)
     cfg = TrainConfig(**{**settings, **overrides}).resolved(train_size=100)
     images, labels = train_sample
@@ -98,18 +97,19 @@ def tiny_fit(train_sample, small_eval, seed=0, **overrides):
     loader.seen = []
     torch.manual_seed(cfg.seed)
     model = AlexNet(width_mult=cfg.width_mult, dropout=cfg.dropout)
-    return fit(model, loader, small_eval, cfg, **quiet), loader, model
+    return fit(model, loader, small_eval, cfg, checkpoint_path=checkpoint_path, **quiet), loader, model
 
 
 def test_fit_returns_the_network_not_the_loss_function(train_sample, small_eval):
     # Bug 8: the original's "best model" was a deep copy of the loss function.
-    result, _, model = tiny_fit(train_sample, small_eval, epochs=2)
+    result, _, model = tiny_fit(train_sample, small_eval, epochs=3)
     assert isinstance(result, FitResult)
     assert result.model is model and isinstance(result.model, AlexNet)
     best = result.best_model()
     assert isinstance(best, AlexNet) and best is not model
-    assert result.best_epoch in (1, 2)
-    assert result.best_accuracy == max(h["test_accuracy"] for h in result.history)
+    accuracies = [h["test_accuracy"] for h in result.history]
+    assert result.best_epoch == accuracies.index(max(accuracies)) + 1  # the first of equals
+    assert result.best_accuracy == max(accuracies)
     for name, tensor in best.state_dict().items():
         assert torch.equal(tensor, result.best_state[name])
     assert evaluate(best, small_eval, "cpu")["accuracy"] == result.best_accuracy
@@ -127,7 +127,7 @@ def test_history_train_loss_is_the_epoch_mean(train_sample, small_eval, monkeypa
             losses.append((loss.item(), len(labels)))
             return loss
 
-    monkeypatch.setattr(train_mod.nn, "CrossEntropyLoss", Recording)
+    monkeypatch.setattr(run_mod.nn, "CrossEntropyLoss", Recording)
     result, loader, _ = tiny_fit(train_sample, small_eval, epochs=2)
     assert [n for _l, n in losses] == [32, 32, 32, 4] * 2
     assert [len(y) for y in loader.seen] == [32, 32, 32, 4] * 2
@@ -141,7 +141,7 @@ def test_history_train_loss_is_the_epoch_mean(train_sample, small_eval, monkeypa
     assert set(history[0]) == {"epoch", "train_loss", "test_loss", "test_accuracy", "seconds", "images_per_s"}
 
 
-def test_fit_is_repeatable_and_follows_the_seed(train_sample, small_eval):
+def test_fit_is_repeatable_and_follows_the_seed(train_sample, small_eval, without_timing):
     # Bug 12: no seeds, no repeatable runs. Same settings on the CPU: the same bits.
     a, _, _ = tiny_fit(train_sample, small_eval, seed=0, epochs=2)
     b, _, _ = tiny_fit(train_sample, small_eval, seed=0, epochs=2)
@@ -154,7 +154,7 @@ def test_fit_is_repeatable_and_follows_the_seed(train_sample, small_eval):
 
 
 @pytest.mark.slow
-def test_train_on_real_data_is_repeatable(data_dir):
+def test_train_on_real_data_is_repeatable(data_dir, without_timing):
     cfg = dict(subset=512, epochs=2, batch_size=64, width_mult=0.25, device="cpu", data_dir=str(data_dir))
     a = train(TrainConfig(**cfg), **quiet)
     b = train(TrainConfig(**cfg), **quiet)
@@ -164,22 +164,46 @@ def test_train_on_real_data_is_repeatable(data_dir):
     assert a.history[-1]["train_loss"] < a.history[0]["train_loss"]
 
 
-def test_learning_rate_schedule_warms_up_and_decays_to_zero(seeded_model):
-    cfg = TrainConfig(epochs=2, lr=0.1, warmup=0.25)
-    optimizer = train_mod.make_optimizer(seeded_model(width_mult=0.25), cfg)
-    scheduler = train_mod.make_scheduler(optimizer, cfg, steps_per_epoch=10)
-    lrs = []
-    for _ in range(20):
-        lrs.append(optimizer.param_groups[0]["lr"])
-        optimizer.step()
-        scheduler.step()
-    assert lrs[0] == pytest.approx(0.1 / 5) and lrs[4] == pytest.approx(0.1)
-    assert lrs[:5] == sorted(lrs[:5]) and lrs[4:] == sorted(lrs[4:], reverse=True)
-    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
+# --- the schedule: a function of the step --------------------------------------------------
+
+def test_the_learning_rate_warms_up_linearly_then_decays_to_zero_at_the_end():
+    cfg = TrainConfig(lr=0.1, warmup=0.25).resolved()
+    # 20 steps, a quarter of them warming up: 0.02, 0.04 ... 0.1 over steps 0-4, then down by
+    # 0.1/15 a step to 0 after the last step (step 20 is the one after the run).
+    lrs = [learning_rate(step, cfg, total_steps=20) for step in range(21)]
+    assert lrs[0] == pytest.approx(0.1 / 5)
+    assert lrs[:5] == pytest.approx([0.02, 0.04, 0.06, 0.08, 0.1], rel=1e-12)
+    assert lrs[4] == lrs[5] == max(lrs) == 0.1
+    assert lrs[5:] == pytest.approx([0.1 * (15 - k) / 15 for k in range(16)], rel=1e-12, abs=1e-15)
+    assert lrs[19] == pytest.approx(0.1 / 15) and lrs[20] == 0.0
+
+
+def test_a_constant_schedule_keeps_the_peak_rate():
+    cfg = TrainConfig(lr=0.03, schedule="constant").resolved()
+    assert {learning_rate(step, cfg, total_steps=10) for step in range(11)} == {0.03}
+
+
+def test_the_loop_trains_each_step_at_the_schedules_rate(seeded_model, train_sample):
+    cfg = TrainConfig(lr=0.1, warmup=0.25, dropout=0.0).resolved()
+    model = seeded_model(width_mult=0.25, dropout=0.0)
+    optimizer = make_optimizer(model, cfg, CPU)
+    used = []  # the rate of every optimizer step, as the step sees it
+    optimizer.register_step_pre_hook(lambda opt, _args, _kwargs: used.append([g["lr"] for g in opt.param_groups]))
+
+    def lr_at(step):
+        return learning_rate(step, cfg, total_steps=20)
+
+    images, labels = train_sample
+    batches = [(images[8 * i:8 * (i + 1)], labels[8 * i:8 * (i + 1)]) for i in range(3)]
+    running = RunningLoss(CPU)
+    step = train_steps(model, batches, optimizer, nn.CrossEntropyLoss(), lr_at, 3, running, device=CPU)
+    assert step == 6 and running.count == 24  # steps 3, 4, 5 of the run: warm-up, peak, decay
+    assert used == [[lr_at(3)] * 2, [lr_at(4)] * 2, [lr_at(5)] * 2]
+    assert [g["lr"] for g in optimizer.param_groups] == [learning_rate(step - 1, cfg, 20)] * 2
 
 
 def test_weight_decay_spares_biases(seeded_model):
-    optimizer = train_mod.make_optimizer(seeded_model(width_mult=0.25), TrainConfig(weight_decay=1e-3))
+    optimizer = make_optimizer(seeded_model(width_mult=0.25), TrainConfig(weight_decay=1e-3).resolved())
     decay, no_decay = optimizer.param_groups
     assert decay["weight_decay"] == 1e-3 and all(p.ndim > 1 for p in decay["params"])
     assert no_decay["weight_decay"] == 0.0 and all(p.ndim == 1 for p in no_decay["params"])
@@ -195,17 +219,133 @@ def test_weight_decay_spares_biases(seeded_model):
     ("dropout", 1.0), ("width_mult", 0.0), ("width_mult", math.nan), ("device", "tpu"),
     ("precision", "fp8"), ("loader", "ffcv"), ("schedule", "cosine"), ("subset", 0), ("subset", 60_001),
     ("checkpoint_every", -1), ("seed", -1), ("seed", 2**32), ("channels_last", "yes"), ("compile", 1.0),
+    ("epochs", 10_001), ("lr", MAX_LR * 1.01), ("width_mult", MAX_WIDTH_MULT * 1.01), ("batch_size", 60_001),
 ])
 def test_config_refuses_out_of_range_settings(field, value):
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(ConfigError) as info:  # a UserError: the command line's one-line exit 2
         TrainConfig(**{field: value})
+    assert isinstance(info.value, UserError) and isinstance(info.value, ValueError)
     message = str(info.value)
     assert "\n" not in message
     named = {"lr": "learning rate"}.get(field, field)
     assert named in message or named.replace("_", " ") in message
 
 
+def test_config_accepts_the_bounds_themselves():
+    cfg = TrainConfig(epochs=10_000, lr=MAX_LR, width_mult=MAX_WIDTH_MULT, batch_size=60_000, seed=2**32 - 1)
+    assert (cfg.epochs, cfg.lr, cfg.width_mult) == (10_000, MAX_LR, MAX_WIDTH_MULT)
+
+
 def test_config_round_trips_through_a_dict_and_ignores_unknown_keys():
     cfg = TrainConfig(epochs=3, lr=0.02, subset=100, data_dir="/data")
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
     assert TrainConfig.from_dict({**cfg.to_dict(), "from_a_newer_version": 1}) == cfg
+
+
+# --- the best epoch ---------------------------------------------------------------------------
+
+def test_of_equal_accuracies_the_earlier_epoch_stays_the_best():
+    run = RunState()
+    assert run.record_epoch({"epoch": 1, "test_accuracy": 0.5}) is True
+    assert run.record_epoch({"epoch": 2, "test_accuracy": 0.5}) is False
+    assert (run.best_epoch, run.best_accuracy, run.epoch) == (1, 0.5, 2)
+    assert run.record_epoch({"epoch": 3, "test_accuracy": 0.4}) is False
+    assert run.record_epoch({"epoch": 4, "test_accuracy": 0.6}) is True
+    assert (run.best_epoch, run.best_accuracy, run.epoch, run.step) == (4, 0.6, 4, 0)
+    # a checkpoint without its "best" field falls back on the history: the same rule
+    assert ckpt.best_from_history(run.history[:3]) == {"epoch": 1, "accuracy": 0.5}
+    assert ckpt.best_from_history(run.history) == {"epoch": 4, "accuracy": 0.6}
+
+
+def test_a_tie_keeps_the_earlier_epochs_weights_in_the_result_and_the_best_file(train_sample, small_eval, monkeypatch,
+                                                                                tmp_path, weights_equal):
+    after_epoch = []  # the weights each epoch ended with
+
+    def same_accuracy_every_epoch(model, _loader, _device, _precision="fp32"):
+        after_epoch.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+        return {"loss": 1.0, "accuracy": 0.5, "correct": 250, "count": 500}
+
+    monkeypatch.setattr(run_mod, "evaluate", same_accuracy_every_epoch)
+    result, _, _ = tiny_fit(train_sample, small_eval, epochs=2, checkpoint_path=tmp_path / "run.pt")
+    assert not weights_equal(after_epoch[0], after_epoch[1])
+    assert (result.best_epoch, result.best_accuracy) == (1, 0.5)
+    assert weights_equal(result.best_state, after_epoch[0])
+    best_file = ckpt.load_checkpoint(ckpt.best_path(tmp_path / "run.pt"))
+    assert best_file["epoch"] == 1 and weights_equal(best_file["model"], after_epoch[0])
+    assert ckpt.load_checkpoint(tmp_path / "run.pt")["best"] == {"epoch": 1, "accuracy": 0.5}
+
+
+# --- the rules a run keeps ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("model_dropout, config_dropout", [(0.5, 0.0), (0.0, 0.3)])
+def test_fit_refuses_a_model_whose_dropout_is_not_the_configs(train_sample, small_eval, model_dropout,
+                                                             config_dropout):
+    # The checkpoint records the config's dropout: a network that trained with another would
+    # be rebuilt wrong by load_model and resumed with the wrong recipe.
+    cfg = TrainConfig(epochs=1, batch_size=32, width_mult=0.25, device="cpu", dropout=config_dropout).resolved(100)
+    images, labels = train_sample
+    loader = TensorLoader(images[:100], labels[:100], cfg.batch_size)
+    model = AlexNet(width_mult=0.25, dropout=model_dropout)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ConfigError, match=f"the model's dropout is {model_dropout:g} but the config's is "
+                                          f"{config_dropout:g}"):
+        fit(model, loader, small_eval, cfg, **quiet)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # refused before training
+    result = fit(AlexNet(width_mult=0.25, dropout=config_dropout), loader, small_eval, cfg, **quiet)
+    assert result.config.dropout == config_dropout and len(result.history) == 1
+
+
+def test_code_after_the_recipe_refuses_an_unresolved_config(seeded_model, train_sample, small_eval):
+    # The recipe is resolved once per run (train, or cfg.resolved() in a notebook); everything
+    # after it takes a resolved config, so that no two places can choose differently.
+    model = seeded_model(width_mult=0.25, dropout=0.0)
+    images, labels = train_sample
+    loader = TensorLoader(images[:64], labels[:64], 32)
+    resolved = TrainConfig(epochs=1, device="cpu", dropout=0.0).resolved(64)
+    optimizer = make_optimizer(model, resolved)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    unresolved = TrainConfig(epochs=1, device="cpu", dropout=0.0)  # batch, lr, smoothing, shift automatic
+    for who, call in [("fit", lambda: fit(model, loader, small_eval, unresolved, **quiet)),
+                      ("make_optimizer", lambda: make_optimizer(model, unresolved)),
+                      ("a checkpoint", lambda: ckpt.training_state(
+                          model, optimizer, None, unresolved, epoch=1, step=0, history=[], running={}, best={}))]:
+        with pytest.raises(ConfigError, match=rf"^{who} needs a resolved config \(batch_size, lr, label_smoothing, "
+                                              r"shift still automatic\)"):
+            call()
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    with pytest.raises(ConfigError, match=r"\(lr still automatic\)"):
+        make_optimizer(model, TrainConfig(batch_size=32, dropout=0.0, label_smoothing=0.0, shift=0))
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_a_loss_that_is_no_longer_a_number_is_named_with_the_step_and_rate(bad):
+    setup = run_mod.Setup(device=CPU, precision="fp32", channels_last=False, net=None, optimizer=None, scaler=None,
+                          loss_fn=None, lr_at=lambda step: 10.0 if step == 5 else 0.0, steps_per_epoch=4)
+    run_mod.check_finite(RunState(epoch=1, step=2, loss_sum=1e6, count=64), setup, "run.pt")  # finite: on it goes
+    with pytest.raises(run_mod.Diverged) as info:
+        run_mod.check_finite(RunState(epoch=1, step=2, loss_sum=bad, count=64), setup, "run.pt")
+    assert isinstance(info.value, UserError)  # the user's to fix: one line from the command line
+    assert str(info.value) == ("training diverged: the loss is not finite by step 6 (epoch 2, learning rate 10); "
+                               "the last good checkpoint stays in run.pt; try a lower --lr")
+
+
+def test_a_run_whose_loss_diverges_stops_before_it_writes_a_checkpoint(train_sample, small_eval, monkeypatch,
+                                                                      tmp_path):
+    class Exploding(nn.CrossEntropyLoss):
+        def forward(self, logits, labels):
+            return super().forward(logits, labels) * math.inf
+
+    monkeypatch.setattr(run_mod.nn, "CrossEntropyLoss", Exploding)
+    with pytest.raises(run_mod.Diverged, match=r"not finite by step 2 \(epoch 1, learning rate"):
+        tiny_fit(train_sample, small_eval, checkpoint_every=2, checkpoint_path=tmp_path / "run.pt")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_network_too_wide_for_the_devices_memory_is_refused_before_it_is_built(monkeypatch):
+    monkeypatch.setattr(run_mod, "memory_of", lambda _device: 2**30)  # a device of 1 GiB
+    with pytest.raises(ConfigError, match=r"^width_mult 16 gives 988,405,770 parameters, about 14.7 GiB to train; "
+                                          r"this cpu has 1.0 GiB: choose a smaller --width-mult$"):
+        run_mod.check_fits(TrainConfig(width_mult=16), CPU)
+    run_mod.check_fits(TrainConfig(width_mult=1), CPU)  # 3.9 million parameters: 62 MB
+    monkeypatch.setattr(run_mod, "memory_of", lambda _device: None)  # unknown: not refused
+    run_mod.check_fits(TrainConfig(width_mult=16), CPU)
