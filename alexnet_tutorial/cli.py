@@ -115,11 +115,16 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--device", choices=DEVICES, default="auto")
     e.add_argument("--json", action="store_true")
 
-    p = sub.add_parser("predict", help="read the digit in each image file")
+    p = sub.add_parser("predict", help="read the digit in each image file",
+                       description="Read the digit in each image file. An image that cannot be read gives one "
+                                   "line on stderr; every other image still gets its result, and the exit "
+                                   "status is 2 when any image failed.")
     p.add_argument("checkpoint")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--device", choices=DEVICES, default="auto")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true",
+                   help='print a JSON list on stdout, one object per image in order; an image that cannot be '
+                        'read is {"image": ..., "error": ...} there (and its line goes to stderr too)')
     return parser
 
 
@@ -179,20 +184,25 @@ def _evaluate(args, out) -> int:
     return 0
 
 
-def _predict(args, out) -> int:
+def _predict(args, out, err=None) -> int:
+    """Every image's result that can be had; one line on ``err`` per image that cannot be read,
+    and exit status 2 when any could not."""
     from .checkpoint import load_model
     from .devices import pick_device
     from .images import predict_files
 
+    err = err or sys.stderr
     model = load_model(args.checkpoint).to(pick_device(args.device))
-    results = predict_files(model, args.images)
-    if args.json:
-        print(json.dumps(results, indent=2), file=out)
-    else:
-        for r in results:
+    results = predict_files(model, args.images, errors="report")
+    for r in results:
+        if "error" in r:
+            print(f"alexnet-tutorial: error: {r['error']}", file=err)
+        elif not args.json:
             top = ", ".join(f"{t['digit']} {100 * t['probability']:.1f}%" for t in r["top3"])
             print(f"{r['image']}: {r['digit']}  (top 3: {top})", file=out)
-    return 0
+    if args.json:
+        print(json.dumps(results, indent=2), file=out)
+    return EXIT_USAGE if any("error" in r for r in results) else 0
 
 
 def main(argv=None, out=None, err=None) -> int:
@@ -209,7 +219,7 @@ def main(argv=None, out=None, err=None) -> int:
             return _train(args, out, err)
         if args.command == "evaluate":
             return _evaluate(args, out)
-        return _predict(args, out)
+        return _predict(args, out, err)
     except (_UsageError, DataError, CheckpointError, ImageError, FileExistsError, ValueError) as exc:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if not message.startswith("alexnet-tutorial"):

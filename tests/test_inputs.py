@@ -1,27 +1,34 @@
 """Damaged and odd inputs: each refused in one line that names the file and says what is wrong
-(MNIST files, checkpoints, images), and nothing left behind by a failed download."""
+(MNIST files, checkpoints, images), nothing left behind by a failed download, and a predict
+that gives every result it can. Item numbers are those of issue 22."""
 
 from __future__ import annotations
 
 import copy
 import io
+import json
 import os
 import pickle
 import shutil
+import struct
 import subprocess
 import sys
 import warnings
+import zlib
 from pathlib import Path
 from urllib.error import URLError
 
+import numpy as np
 import pytest
 import torch
 import torchvision
+from PIL import Image
 
 from alexnet_tutorial import checkpoint as ckpt
 from alexnet_tutorial import cli
 from alexnet_tutorial.checkpoint import CheckpointError, load_checkpoint, load_model
 from alexnet_tutorial.data import DataError, check_files, mnist_dataset, mnist_tensors
+from alexnet_tutorial.images import MAX_PIXELS, ImageError, load_image, predict_files, prepare
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -345,3 +352,121 @@ def test_nan_weights_are_refused_naming_the_file_and_the_tensor(good_state, tmp_
         status, out, err = run_cli(argv)
         assert status == 2 and out == "" and err.count("\n") == 1, (out, err)
         assert str(path) in err and "fc3.weight" in err and "nan%" not in err
+
+
+# --- images: too large (item 9), non-finite and high-bit-depth pixels (item 13) --------------
+
+def png_header_only(path: Path, width: int, height: int) -> Path:
+    """A PNG that declares ``width`` x ``height`` 8-bit gray pixels: all PIL reads to open it."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.mark.parametrize("side, size", [(30_000, "900,000,000 pixels"), (10_000, "10000x10000 pixels"),
+                                        (7_000, "7000x7000 pixels")])
+def test_a_huge_image_is_called_too_large_with_the_limit(tmp_path, side, size):
+    # 30000: past PIL's own limit, which refuses to open it; 10000: past PIL's warning; 7000: past ours alone
+    path = png_header_only(tmp_path / f"huge-{side}.png", side, side)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(ImageError) as info:
+            load_image(path)
+    message = one_line(info.value)
+    assert message == f"{path}: image is too large ({size}; at most {MAX_PIXELS:,} pixels are read)"
+    assert [str(w.message) for w in caught] == []  # no DecompressionBombWarning before the line
+
+
+def float_tiff(path: Path, values: np.ndarray) -> Path:
+    Image.fromarray(values.astype(np.float32)).save(path)
+    assert Image.open(path).mode == "F"
+    return path
+
+
+@pytest.mark.parametrize("bad", [float("inf"), float("-inf"), float("nan")])
+def test_a_float_image_with_a_non_finite_pixel_is_refused(draw_digit, tmp_path, bad):
+    values = np.asarray(draw_digit(text="4", size=(60, 80)), dtype=np.float32) / 255
+    values[30, 20] = bad
+    path = float_tiff(tmp_path / "scan.tif", values)
+    with pytest.raises(ImageError) as info:
+        load_image(path)
+    assert one_line(info.value) == (f"{path}: some pixels are not finite numbers (NaN or infinity); "
+                                    "no digit can be read from them")
+
+
+def test_twelve_bit_data_in_a_sixteen_bit_file_reads_like_the_eight_bit_image(draw_digit, tmp_path):
+    eight = draw_digit(text="2", size=(120, 140))
+    eight.save(tmp_path / "eight.png")
+    twelve = (np.asarray(eight, dtype=np.int64) * 4095 // 255).astype(np.uint16)  # 0..4095, as a 12-bit sensor
+    Image.fromarray(twelve).save(tmp_path / "twelve.png")
+    assert Image.open(tmp_path / "twelve.png").mode.startswith("I;16")
+    gray8, gray12 = load_image(tmp_path / "eight.png"), load_image(tmp_path / "twelve.png")
+    np.testing.assert_allclose(gray12, gray8, atol=1 / 255)
+    np.testing.assert_allclose(prepare(gray12).digit, prepare(gray8).digit, atol=0.02)
+
+
+def test_a_float_image_is_scaled_by_its_own_range(draw_digit, tmp_path):
+    eight = draw_digit(text="5", size=(90, 100))
+    values = np.asarray(eight, dtype=np.float32) / 255
+    path = float_tiff(tmp_path / "radiance.tif", 1000.0 + 3.5 * values)  # any range, e.g. physical units
+    np.testing.assert_allclose(load_image(path), values, atol=1e-5)
+    flat = float_tiff(tmp_path / "flat.tif", np.full((40, 40), 7.25))
+    with pytest.raises(ImageError, match="almost uniform"):
+        prepare(load_image(flat), str(flat))
+
+
+# --- predict with some images that cannot be read (item 12) ---------------------------------
+
+@pytest.fixture
+def mixed_images(tmp_path, draw_digit, seeded_model, make_checkpoint):
+    """A checkpoint, and three good digit images with two bad files between them."""
+    model_path = make_checkpoint(seeded_model(width_mult=0.25), tmp_path / "model.pt")
+    good = []
+    for text in "371":
+        path = tmp_path / f"digit-{text}.png"
+        draw_digit(text=text, size=(60, 80)).save(path)
+        good.append(path)
+    notes = tmp_path / "notes.png"
+    notes.write_text("not an image\n")
+    missing = tmp_path / "missing.png"
+    return model_path, [good[0], notes, good[1], missing, good[2]], good, [notes, missing]
+
+
+def test_predict_prints_every_result_it_can_and_one_line_per_failure(mixed_images):
+    model_path, images, good, bad = mixed_images
+    status, out, err = run_cli(["predict", model_path, *images, "--device", "cpu"])
+    assert status == 2
+    assert [line.split(":")[0] for line in out.splitlines()] == [str(p) for p in good]
+    assert all("top 3" in line for line in out.splitlines())
+    lines = err.splitlines()
+    assert len(lines) == 2 and all(line.startswith("alexnet-tutorial: error: ") for line in lines)
+    assert str(bad[0]) in lines[0] and "not an image" in lines[0]
+    assert str(bad[1]) in lines[1] and "no such file" in lines[1]
+
+
+def test_predict_json_holds_the_failures_in_place(mixed_images):
+    model_path, images, good, bad = mixed_images
+    status, out, err = run_cli(["predict", model_path, *images, "--device", "cpu", "--json"])
+    assert status == 2 and len(err.splitlines()) == 2
+    results = json.loads(out)
+    assert [r["image"] for r in results] == [str(p) for p in images]
+    for result in results:
+        if result["image"] in map(str, bad):
+            assert set(result) == {"image", "error"} and result["image"] in result["error"]
+        else:
+            assert "error" not in result and 0 <= result["digit"] <= 9 and len(result["top3"]) == 3
+
+
+def test_predict_files_reports_in_place_or_raises(mixed_images, seeded_model):
+    _model_path, images, good, bad = mixed_images
+    model = seeded_model(width_mult=0.25)
+    with pytest.raises(ImageError, match="notes.png"):
+        predict_files(model, images)  # the default: the first bad file raises, as a library call expects
+    results = predict_files(model, images, errors="report")
+    alone = predict_files(model, good)
+    assert [r for r in results if "error" not in r] == alone  # the bad files change nothing for the good
+    assert [r["image"] for r in results if "error" in r] == [str(p) for p in bad]
