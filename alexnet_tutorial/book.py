@@ -14,7 +14,8 @@ from pathlib import Path
 from torch import nn
 
 from .checkpoint import load_model
-from .training import TrainConfig, train
+from .config import TrainConfig
+from .run import train
 
 QUICK_ENV = "ALEXNET_TUTORIAL_QUICK"
 CHECKPOINTS_ENV = "ALEXNET_TUTORIAL_CHECKPOINTS"  # a folder for chapter 4's checkpoints (the tests set it)

@@ -1,7 +1,9 @@
 """The command line: ``alexnet-tutorial train | evaluate | predict`` (see README).
 
 Every failure the user can cause (a bad argument, a missing or damaged file, a device that
-is not there) ends with one line on stderr and exit status 2, never a traceback.
+is not there: :class:`alexnet_tutorial.errors.UserError`) ends with one line on stderr and exit
+status 2, never a traceback; Ctrl-C with one line and status 130. Any other exception is a bug
+in the package and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -67,9 +69,15 @@ def _layout(text):
     return choices[text]
 
 
+def _resumable_flags() -> str:
+    from .config import RESUMABLE
+
+    return ", ".join(_flag(name) for name in RESUMABLE)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from .config import TrainConfig
     from .devices import DEVICES, PRECISIONS
-    from .training import TrainConfig
 
     d = TrainConfig()
     parser = _Parser(prog="alexnet-tutorial", description="Train, evaluate and use an AlexNet on MNIST.")
@@ -103,8 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", help="checkpoint to write (default alexnet.pt, or with --resume the resumed file; "
                                  "best epoch beside it, e.g. alexnet.best.pt)")
     t.add_argument("--resume", metavar="FILE", default=None,
-                   help="continue the run saved in FILE; --epochs, --device, --precision, --channels-last, "
-                        "--compile, --data-dir and --checkpoint-every may change, other flags must match it")
+                   help=f"continue the run saved in FILE; {_resumable_flags()} may change (--epochs only "
+                        "upwards), other flags must match it")
     t.add_argument("--force", action="store_true", help="overwrite an existing --out file")
     t.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
     t.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -129,31 +137,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _train(args, out, err) -> int:
-    from .checkpoint import best_path, load_checkpoint
-    from .training import ResumeMismatch, TrainConfig, train
+    from .checkpoint import best_path
+    from .config import ResumeMismatch
+    from .distributed import is_main
+    from .run import train
 
     log = (lambda msg: print(msg, file=err)) if args.json else (lambda msg: print(msg, file=out))
     given = {name: getattr(args, name) for name in _TRAIN_FIELDS if getattr(args, name) is not None}
-    if args.resume:
-        saved = load_checkpoint(args.resume)["config"]
-        cfg = TrainConfig.from_dict({**saved, **given})
-    else:
-        cfg = TrainConfig(**given)
     path = args.out or args.resume or "alexnet.pt"
     try:
-        result = train(cfg, out=path, resume=args.resume, force=args.force, progress=not args.no_progress, log=log)
+        result = train(given, out=path, resume=args.resume, force=args.force, progress=not args.no_progress, log=log)
     except ResumeMismatch as exc:
         raise _UsageError(f"alexnet-tutorial train: {_flag(exc.name)} {exc.given} differs from {exc.saved}, the "
                           f"setting of the run in {args.resume}; a resumed run keeps its recipe (change only "
-                          "--epochs, --device, --precision, --channels-last, --compile, --data-dir, "
-                          "--checkpoint-every)") from None
-    from .distributed import is_main
-
+                          f"{_resumable_flags()})") from None
     if not is_main():  # under torchrun rank 0 reports for all
         return 0
 
     final = result.history[-1]
-    summary = {"checkpoint": str(path), "best_checkpoint": str(best_path(path)),
+    best = best_path(path) if best_path(path).exists() else None
+    summary = {"checkpoint": str(path), "best_checkpoint": str(best) if best else None,
                "device": result.device, "precision": result.precision,
                "test_accuracy": final["test_accuracy"], "test_loss": final["test_loss"],
                "best_epoch": result.best_epoch, "best_accuracy": result.best_accuracy,
@@ -161,8 +164,9 @@ def _train(args, out, err) -> int:
     if args.json:
         print(json.dumps(summary, indent=2), file=out)
     else:
+        where = f"best {best}" if best else "best epoch's weights in no file"
         print(f"final test accuracy {100 * final['test_accuracy']:.2f}% (best {100 * result.best_accuracy:.2f}% "
-              f"after epoch {result.best_epoch}); checkpoint {path}, best {best_path(path)}", file=out)
+              f"after epoch {result.best_epoch}); checkpoint {path}, {where}", file=out)
     return 0
 
 
@@ -205,34 +209,31 @@ def _predict(args, out, err=None) -> int:
     return EXIT_USAGE if any("error" in r for r in results) else 0
 
 
+def _one_line(exc: Exception) -> str:
+    message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return message if message.startswith("alexnet-tutorial") else f"alexnet-tutorial: error: {message}"
+
+
 def main(argv=None, out=None, err=None) -> int:
     """Run the command line; returns the exit status."""
     out = out or sys.stdout
     err = err or sys.stderr
-    from .checkpoint import CheckpointError
-    from .data import DataError
-    from .images import ImageError
-
     try:
-        args = build_parser().parse_args(argv)
-        if args.command == "train":
-            return _train(args, out, err)
-        if args.command == "evaluate":
-            return _evaluate(args, out)
-        return _predict(args, out, err)
-    except (_UsageError, DataError, CheckpointError, ImageError, FileExistsError, ValueError) as exc:
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if not message.startswith("alexnet-tutorial"):
-            message = f"alexnet-tutorial: error: {message}"
-        from .distributed import is_main
+        from .errors import UserError
 
-        if is_main():  # under torchrun every process fails alike: one line, not one per process
-            print(message, file=err)
-        return EXIT_USAGE
-    except OSError as exc:  # disk full, permission denied while writing, ...
-        print(f"alexnet-tutorial: error: {exc.strerror or exc}"
-              f"{': ' + str(exc.filename) if getattr(exc, 'filename', None) else ''}", file=err)
-        return EXIT_USAGE
+        try:
+            args = build_parser().parse_args(argv)
+            if args.command == "train":
+                return _train(args, out, err)
+            if args.command == "evaluate":
+                return _evaluate(args, out)
+            return _predict(args, out, err)
+        except (_UsageError, UserError) as exc:
+            from .distributed import is_main
+
+            if is_main():  # under torchrun every process fails alike: one line, not one per process
+                print(_one_line(exc), file=err)
+            return EXIT_USAGE
     except KeyboardInterrupt:
-        print("alexnet-tutorial: interrupted", file=err)
+        print("alexnet-tutorial: interrupted; every checkpoint already written is intact", file=err)
         return 130

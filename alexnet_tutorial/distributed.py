@@ -27,6 +27,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from .errors import ConfigError
+
 
 def world_size() -> int:
     """How many processes train together: torchrun's ``WORLD_SIZE``, else 1."""
@@ -59,7 +61,7 @@ def setup(device: torch.device) -> torch.device:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
     elif device.type != "cpu":
-        raise ValueError(f"several processes train on CPUs (gloo) or CUDA GPUs (NCCL), not on {device.type}")
+        raise ConfigError(f"several processes train on CPUs (gloo) or CUDA GPUs (NCCL), not on {device.type}")
     if not dist.is_initialized():
         store = None
         if restarted():  # torchrun keeps its store over restarts (pytorch/pytorch#135712): a fresh prefix
@@ -116,20 +118,20 @@ def check_config(cfg, resumed_from=None):
     if resumed_from is not None:
         saved = cfg.world_size
         if saved != n:
-            raise ValueError(f"{resumed_from} was trained by {saved} process(es), this job has {n}: resume it with "
+            raise ConfigError(f"{resumed_from} was trained by {saved} process(es), this job has {n}: resume it with "
                              f"--nproc-per-node {saved} (torchrun) so that the rest of the run replays exactly")
     else:
         if n > 1 and cfg.batch_size % n:
-            raise ValueError(f"batch size {cfg.batch_size} (images per step, all processes together) does not "
+            raise ConfigError(f"batch size {cfg.batch_size} (images per step, all processes together) does not "
                              f"split evenly over {n} processes; choose a multiple of {n}")
         cfg = dataclasses.replace(cfg, world_size=n)
     if n == 1:
         return cfg
     if cfg.loader != "tensor":
-        raise ValueError(f"the {cfg.loader} loader runs in one process only; use --loader tensor with torchrun")
+        raise ConfigError(f"the {cfg.loader} loader runs in one process only; use --loader tensor with torchrun")
     images = cfg.subset or 60_000
     if n > images:
-        raise ValueError(f"{n} processes but only {images} training image(s): each process needs at least one; "
+        raise ConfigError(f"{n} processes but only {images} training image(s): each process needs at least one; "
                          "start fewer processes (--nproc-per-node) or train on more images (--subset)")
     return cfg
 

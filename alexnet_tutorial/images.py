@@ -18,6 +18,7 @@ import torch
 
 from .data import MNIST_MEAN, MNIST_STD
 from .errors import UserError
+from .model import eval_mode
 
 MAX_PIXELS = 40_000_000  # refuse images larger than this (decompression bombs)
 WORK_SIDE = 1024  # larger images are shrunk to fit a box this wide and high before anything else
@@ -182,14 +183,10 @@ def predict_probabilities(model: torch.nn.Module, images: torch.Tensor, batch_si
 
     The images go through the model ``batch_size`` at a time, so that predicting the whole
     test set never holds every image's activations at once (about 1 GB for 10,000 images)."""
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         param = next(model.parameters())
         probabilities = [torch.softmax(model(batch.to(param.device, param.dtype)).float(), dim=1).cpu()
                          for batch in images.split(batch_size)]
-    finally:
-        model.train(was_training)
     return torch.cat(probabilities) if probabilities else torch.empty(0, 10)
 
 

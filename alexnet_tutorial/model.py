@@ -6,8 +6,23 @@ write-up so that the errata can point at them; every bug listed there is fixed h
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import nn
+
+CONV_LAYERS = ("layer1", "layer2", "layer3", "layer4", "layer5")  # the names of AlexNet's conv layers
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module):
+    """Run the block with ``model`` in eval mode (dropout off), then put back the mode it was in."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
 
 
 def _width(channels: int, width_mult: float) -> int:
@@ -108,17 +123,35 @@ def layer_table(model: nn.Module, input_shape: tuple[int, ...] = (1, 1, 28, 28))
                 "params": sum(p.numel() for p in mod.parameters()),
             })
         hooks.append(module.register_forward_hook(record))
-    was_training = model.training
-    model.eval()
     try:
-        with torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             param = next(model.parameters())
             model(torch.zeros(input_shape, device=param.device, dtype=param.dtype))
     finally:
         for hook in hooks:
             hook.remove()
-        model.train(was_training)
     return rows
+
+
+@torch.no_grad()
+def feature_maps(model: nn.Module, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Each conv layer's output for a batch of images, on the CPU: ``{"layer1": N x C x H x W, ...}``
+    (the feature maps that chapter "The model" draws)."""
+    with eval_mode(model):
+        param = next(model.parameters())
+        x = images.to(param.device, param.dtype)
+        maps = {}
+        for name in CONV_LAYERS:
+            x = getattr(model, name)(x)
+            maps[name] = x.float().cpu()
+    return maps
+
+
+def parameter_count(width_mult: float = 1.0) -> int:
+    """The number of parameters of ``AlexNet(width_mult)``, counted without allocating them
+    (the network is built on PyTorch's meta device, which holds shapes only)."""
+    with torch.device("meta"):
+        return sum(p.numel() for p in AlexNet(width_mult=width_mult).parameters())
 
 
 def summary(model: nn.Module, input_shape: tuple[int, ...] = (1, 1, 28, 28)) -> str:

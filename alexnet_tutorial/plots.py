@@ -2,9 +2,10 @@
 
 Every function returns a :class:`BookFigure`, which a notebook shows once when it is the
 cell's last expression (or passed to ``display``), on a white background that stays readable
-on a dark page. Figures are made without pyplot, so nothing else shows them a second time.
-Images are taken as :func:`alexnet_tutorial.mnist_tensors` gives them: normalised
-N x 1 x 28 x 28 tensors, drawn in the data's own gray scale.
+on a dark page; the widgets show the same figures through :func:`to_png`. Figures are made
+without pyplot, so nothing else shows them a second time. Images are taken as
+:func:`alexnet_tutorial.mnist_tensors` gives them: normalised N x 1 x 28 x 28 tensors, drawn
+in the data's own gray scale.
 """
 
 from __future__ import annotations
@@ -17,6 +18,11 @@ import torch
 from matplotlib.figure import Figure
 
 from .data import MNIST_MEAN, MNIST_STD
+from .model import CONV_LAYERS, feature_maps, layer_table
+
+# Pixels per inch of every picture. A page shows a PNG at its own width, or narrower where the
+# column is narrower: at 120 a figure's 10-point text is about as large as the page's text.
+DPI = 120
 
 
 class BookFigure(Figure):
@@ -27,13 +33,19 @@ class BookFigure(Figure):
         super().__init__(*args, **kwargs)
 
     def _repr_png_(self) -> bytes:
-        buffer = io.BytesIO()
-        self.savefig(buffer, format="png", dpi=100, facecolor="white", bbox_inches="tight")
-        return buffer.getvalue()
+        return to_png(self)
 
 
-def _figure(rows: int = 1, cols: int = 1, figsize=(6, 4), **kwargs):
-    fig = BookFigure(figsize=figsize)
+def to_png(fig: Figure) -> bytes:
+    """The figure as PNG bytes, on white: what a notebook and a widget show."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=DPI, facecolor="white", bbox_inches="tight")
+    return buffer.getvalue()
+
+
+def _figure(rows: int = 1, cols: int = 1, figsize=(6, 4), layout=None, **kwargs):
+    """A new :class:`BookFigure` and its axes (``Figure.subplots``): how every figure starts."""
+    fig = BookFigure(figsize=figsize, layout=layout)
     return fig, fig.subplots(rows, cols, **kwargs)
 
 
@@ -78,13 +90,10 @@ def learning_curves(history: list[dict], floors: dict[str, float] | None = None)
     loss_ax.plot(epochs, [h["test_loss"] for h in history], "s-", color="C1", label="test loss (plain)")
     for i, (label, value) in enumerate((floors or {}).items()):
         loss_ax.axhline(value, color=f"C{i}", linestyle="--", linewidth=1, label=label)
-    loss_ax.set_ylim(bottom=0)
-    loss_ax.set_xlabel("epoch")
-    loss_ax.set_ylabel("loss (nats)")
+    loss_ax.set(ylim=(0, None), xlabel="epoch", ylabel="loss (nats)")
     loss_ax.legend(fontsize=8)
     acc_ax.plot(epochs, [100 * h["test_accuracy"] for h in history], "o-", color="C2")
-    acc_ax.set_xlabel("epoch")
-    acc_ax.set_ylabel("test accuracy (%)")
+    acc_ax.set(xlabel="epoch", ylabel="test accuracy (%)")
     for ax in (loss_ax, acc_ax):
         ax.set_xticks(epochs)
         ax.grid(alpha=0.3)
@@ -96,8 +105,7 @@ def learning_rate_schedule(rates: list[float], steps_per_epoch: int):
     """The learning rate at every optimizer step, against epochs (chapter "Training")."""
     fig, ax = _figure(figsize=(7, 2.8))
     ax.plot([step / steps_per_epoch for step in range(len(rates))], rates)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("learning rate")
+    ax.set(xlabel="epoch", ylabel="learning rate")
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
@@ -116,11 +124,8 @@ def prediction_grid(images: torch.Tensor, labels: torch.Tensor, predictions: tor
                      fontweight="bold" if wrong else "normal")
         if wrong:
             ax.axis("on")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            for spine in ax.spines.values():
-                spine.set_color("red")
-                spine.set_linewidth(2)
+            ax.set(xticks=[], yticks=[])
+            ax.spines[:].set(color="red", linewidth=2)
     fig.tight_layout()
     return fig
 
@@ -146,10 +151,7 @@ def confusion_figure(matrix: torch.Tensor):
                 dark = counts[i, j] > counts.max() ** 0.5
                 ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=8,
                         color="white" if dark else "black")
-    ax.set_xticks(range(n))
-    ax.set_yticks(range(n))
-    ax.set_xlabel("predicted digit")
-    ax.set_ylabel("true digit")
+    ax.set(xticks=range(n), yticks=range(n), xlabel="predicted digit", ylabel="true digit")
     fig.colorbar(shown, ax=ax, label="images (log scale)")
     fig.tight_layout()
     return fig
@@ -176,6 +178,30 @@ def confident_mistakes(images: torch.Tensor, labels: torch.Tensor, probabilities
     return fig
 
 
+def probabilities_figure(probs: torch.Tensor, label, image: torch.Tensor | None = None):
+    """The ten class probabilities as bars, with ``image`` beside them when given
+    (chapter "Predictions"). The predicted digit's bar is blue when it is right and red
+    when it is wrong; the true label is marked below the axis."""
+    probs = torch.as_tensor(probs).float().flatten()
+    label, predicted = int(label), int(probs.argmax())
+    if image is not None:
+        fig, (left, ax) = _figure(1, 2, figsize=(5.6, 2.5), layout="constrained", width_ratios=[1, 2.2])
+        left.imshow(_pixels(image), cmap="gray", vmin=0, vmax=1)
+        left.set_axis_off()
+    else:
+        fig, ax = _figure(figsize=(4, 2.5), layout="constrained")
+    colors = ["#bbbbbb"] * 10
+    colors[predicted] = "#1f77b4" if predicted == label else "#d62728"
+    ax.bar(range(10), probs.numpy(), color=colors)
+    ax.set_xticks(range(10), [f"{d}\ntrue" if d == label else str(d) for d in range(10)])
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("probability")
+    verdict = "right" if predicted == label else "wrong"
+    ax.set_title(f"true {label}, predicted {predicted} ({100 * probs[predicted]:.1f}%, {verdict})")
+    ax.spines[["top", "right"]].set_visible(False)
+    return fig
+
+
 def preparation_steps(prepared, probabilities: torch.Tensor | None = None, title: str = ""):
     """Each step of :func:`alexnet_tutorial.images.prepare` side by side, and the top-3
     predictions when ``probabilities`` (10 values) is given (chapter "Predictions")."""
@@ -187,8 +213,7 @@ def preparation_steps(prepared, probabilities: torch.Tensor | None = None, title
     for ax, (name, pixels) in zip(axes, steps):
         ax.imshow(pixels, cmap="gray", vmin=0, vmax=1)
         ax.set_title(name, fontsize=9)
-        ax.set_xticks([])
-        ax.set_yticks([])
+        ax.set(xticks=[], yticks=[])
     bars = axes[-1]
     if probabilities is not None:
         top = torch.topk(probabilities, 3)
@@ -211,8 +236,6 @@ def network_diagram(model: torch.nn.Module, input_shape: tuple[int, ...] = (1, 1
     count, after a box for the input (chapter "The model"). Drawn from a forward pass of
     ``model``, so it cannot drift from the code. Each layer's box has the gid ``"layer"``."""
     from matplotlib.patches import FancyBboxPatch
-
-    from .model import layer_table
 
     rows = layer_table(model, input_shape)
     boxes = [("input", tuple(input_shape[1:]), None)] + [(r["layer"], r["output_shape"], r["params"]) for r in rows]
@@ -253,14 +276,67 @@ def filter_change(before: torch.Tensor, after: torch.Tensor):
     size_ax.bar(index - 0.2, a.norm(dim=1).numpy(), width=0.4, label="before training", color="0.6")
     size_ax.bar(index + 0.2, b.norm(dim=1).numpy(), width=0.4, label="after training", color="C0")
     size_ax.set_ylim(0, 1.3 * float(max(a.norm(dim=1).max(), b.norm(dim=1).max())))  # room for the legend
-    size_ax.set_xlabel("filter")
     size_ax.set_ylabel("size (L2 norm)")
     size_ax.legend(fontsize=8)
     cos_ax.bar(index, torch.nn.functional.cosine_similarity(a, b, dim=1).numpy(), color="C2")
-    cos_ax.set_ylim(0, 1.05)
-    cos_ax.set_xlabel("filter")
-    cos_ax.set_ylabel("cosine(before, after)")
+    cos_ax.set(ylim=(0, 1.05), ylabel="cosine(before, after)")
     for ax in (size_ax, cos_ax):
+        ax.set_xlabel("filter")
         ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
+    return fig
+
+
+def filters_figure(model: torch.nn.Module):
+    """The first conv layer's 3x3 filters, one small square each (chapter "The model").
+
+    Red weights brighten the output where the image is bright, blue ones darken it; all
+    filters share one colour scale so that their strengths can be compared.
+    """
+    weights = model.layer1[0].weight.detach().float().cpu()[:, 0]  # C x 3 x 3
+    limit = float(weights.abs().max()) or 1.0
+    cols = 8
+    rows = math.ceil(len(weights) / cols)
+    fig, axes = _figure(rows, cols, figsize=(cols * 0.8, rows * 0.8 + 0.5), layout="constrained", squeeze=False)
+    fig.suptitle(f"layer1: {len(weights)} filters of 3x3 (red positive, blue negative)")
+    for i, ax in enumerate(axes.flat):
+        ax.set_axis_off()
+        if i < len(weights):
+            ax.imshow(weights[i].numpy(), cmap="RdBu_r", vmin=-limit, vmax=limit)
+            ax.set_title(str(i), fontsize=8)
+    return fig
+
+
+def mosaic(maps: torch.Tensor, gap: int = 1) -> np.ndarray:
+    """C x H x W channels tiled into one 2-D array, each channel scaled to 0..1 on its own
+    (an all-zero channel, one the ReLU silenced, stays black); gaps are NaN."""
+    c, h, w = maps.shape
+    cols = math.ceil(math.sqrt(c))
+    rows = math.ceil(c / cols)
+    grid = np.full((rows * (h + gap) - gap, cols * (w + gap) - gap), np.nan, dtype=np.float32)
+    for i, channel in enumerate(maps.numpy()):
+        top, left = (i // cols) * (h + gap), (i % cols) * (w + gap)
+        low, high = channel.min(), channel.max()
+        grid[top:top + h, left:left + w] = (channel - low) / (high - low) if high > low else 0.0
+    return grid
+
+
+def feature_maps_figure(model: torch.nn.Module, image: torch.Tensor, layer: str, label=None):
+    """One image beside every channel of one layer's output (chapter "The model").
+
+    ``image`` is one normalised 1 x 28 x 28 (or 1 x 1 x 28 x 28) image; ``layer`` is
+    ``"layer1"`` .. ``"layer5"``.
+    """
+    if layer not in CONV_LAYERS:
+        raise ValueError(f"layer must be one of {', '.join(CONV_LAYERS)}, got {layer!r}")
+    maps = feature_maps(model, image.reshape(1, 1, 28, 28))[layer][0]
+    # Small in inches, so that the text stays legible when a phone scales the picture down.
+    fig, (left, right) = _figure(1, 2, figsize=(6.4, 3.4), layout="constrained", width_ratios=[1, 3])
+    left.imshow(_pixels(image), cmap="gray", vmin=0, vmax=1)
+    left.set_title("input" if label is None else f"input (label {int(label)})")
+    left.set_axis_off()
+    c, h, w = maps.shape
+    right.imshow(mosaic(maps), cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
+    right.set_title(f"{layer}: {c} channels of {h}x{w}")
+    right.set_axis_off()
     return fig

@@ -1,9 +1,8 @@
-"""Pictures of what the network sees, static and interactive (chapters "The model" and
-"Predictions").
+"""The two widgets of chapters "The model" and "Predictions": pick a test image and see what
+the network makes of it.
 
-Each picture has one drawing function that returns a matplotlib ``Figure``; the widgets
-call the same functions and show the result as PNG bytes in an ``ipywidgets.Image``.
-Figures get an opaque white background, so that they stay readable on a dark page.
+The pictures are the figures of :mod:`alexnet_tutorial.plots`, shown as PNG bytes in an
+``ipywidgets.Image``.
 
 The two widgets work in two ways. In a running notebook they draw each picture on demand,
 for any test image. A page saved with its widget state (the built book) has no kernel to
@@ -17,36 +16,20 @@ widgets are live only.
 from __future__ import annotations
 
 import base64
+import functools
 import io
-import math
 
 import ipywidgets as widgets
-import numpy as np
 import torch
 from matplotlib.figure import Figure
 from PIL import Image
 
 from .images import predict_probabilities
-from .plots import _pixels
+from .model import CONV_LAYERS
+from .plots import feature_maps_figure, probabilities_figure, to_png
 
-LAYERS = ("layer1", "layer2", "layer3", "layer4", "layer5")
-BACKGROUND = "white"
 SAVED_COLOURS = 256  # saved pictures are stored with a palette of this many colours, a third of the bytes
 HAS_STACK = hasattr(widgets, "Stack")  # ipywidgets 8; without it the widgets are live only
-
-
-class _Figure(Figure):
-    """A Figure that shows itself in a notebook, even where pyplot was never imported."""
-
-    def _repr_png_(self) -> bytes:
-        return to_png(self)
-
-
-def to_png(fig: Figure) -> bytes:
-    """The figure as PNG bytes, on a white background."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120, facecolor=BACKGROUND, bbox_inches="tight")
-    return buf.getvalue()
 
 
 def saved_png(fig: Figure) -> bytes:
@@ -100,88 +83,46 @@ def _image_widget(png: bytes = b"") -> widgets.Image:
     return widgets.Image(value=png, format="png", layout=widgets.Layout(max_width="100%", height="auto"))
 
 
-# -- The model: filters and feature maps ------------------------------------------------
-
-def filters_figure(model: torch.nn.Module) -> Figure:
-    """The first conv layer's 3x3 filters, one small square each (chapter "The model").
-
-    Red weights brighten the output where the image is bright, blue ones darken it; all
-    filters share one colour scale so that their strengths can be compared.
-    """
-    weights = model.layer1[0].weight.detach().float().cpu()[:, 0]  # C x 3 x 3
-    limit = float(weights.abs().max()) or 1.0
-    cols = 8
-    rows = math.ceil(len(weights) / cols)
-    fig = _Figure(figsize=(cols * 0.8, rows * 0.8 + 0.5), facecolor=BACKGROUND, layout="constrained")
-    fig.suptitle(f"layer1: {len(weights)} filters of 3x3 (red positive, blue negative)")
-    for i, ax in enumerate(fig.subplots(rows, cols, squeeze=False).flat):
-        ax.set_axis_off()
-        if i < len(weights):
-            ax.imshow(weights[i].numpy(), cmap="RdBu_r", vmin=-limit, vmax=limit)
-            ax.set_title(str(i), fontsize=8)
-    return fig
-
-
-@torch.no_grad()
-def feature_maps(model: torch.nn.Module, images: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Each conv layer's output for a batch of images: ``{"layer1": N x C x H x W, ...}``."""
-    was_training = model.training
-    model.eval()
-    try:
-        param = next(model.parameters())
-        x = images.to(param.device, param.dtype)
-        maps = {}
-        for name in LAYERS:
-            x = getattr(model, name)(x)
-            maps[name] = x.float().cpu()
-    finally:
-        model.train(was_training)
-    return maps
-
-
-def mosaic(maps: torch.Tensor, gap: int = 1) -> np.ndarray:
-    """C x H x W channels tiled into one 2-D array, each channel scaled to 0..1 on its own
-    (an all-zero channel, one the ReLU silenced, stays black); gaps are NaN."""
-    c, h, w = maps.shape
-    cols = math.ceil(math.sqrt(c))
-    rows = math.ceil(c / cols)
-    grid = np.full((rows * (h + gap) - gap, cols * (w + gap) - gap), np.nan, dtype=np.float32)
-    for i, channel in enumerate(maps.numpy()):
-        top, left = (i // cols) * (h + gap), (i % cols) * (w + gap)
-        low, high = channel.min(), channel.max()
-        grid[top:top + h, left:left + w] = (channel - low) / (high - low) if high > low else 0.0
-    return grid
-
-
-def _draw_feature_maps(image: torch.Tensor, maps: torch.Tensor, layer: str, label=None) -> Figure:
-    # Small in inches, so that the text stays legible when a phone scales the picture down.
-    fig = _Figure(figsize=(6.4, 3.4), facecolor=BACKGROUND, layout="constrained")
-    left, right = fig.subplots(1, 2, width_ratios=[1, 3])
-    left.imshow(_pixels(image), cmap="gray", vmin=0, vmax=1)
-    left.set_title("input" if label is None else f"input (label {int(label)})")
-    left.set_axis_off()
-    c, h, w = maps.shape
-    right.imshow(mosaic(maps), cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
-    right.set_title(f"{layer}: {c} channels of {h}x{w}")
-    right.set_axis_off()
-    return fig
-
-
-def feature_maps_figure(model: torch.nn.Module, image: torch.Tensor, layer: str, label=None) -> Figure:
-    """One image beside every channel of one layer's output (chapter "The model").
-
-    ``image`` is one normalised 1 x 28 x 28 (or 1 x 1 x 28 x 28) image; ``layer`` is
-    ``"layer1"`` .. ``"layer5"``.
-    """
-    if layer not in LAYERS:
-        raise ValueError(f"layer must be one of {', '.join(LAYERS)}, got {layer!r}")
-    image = image.reshape(1, 1, 28, 28)
-    return _draw_feature_maps(image, feature_maps(model, image)[layer][0], layer, label)
-
+# -- The model: feature maps ------------------------------------------------------------
 
 def first_of_each_digit(labels: torch.Tensor) -> list[int]:
     """The index of the first image of each digit in ``labels``, in index order."""
     return sorted(int(torch.nonzero(labels == d)[0]) for d in range(10) if (labels == d).any())
+
+
+class _LiveFeatureMaps:
+    """The live feature-map viewer: its controls, and a picture drawn whenever they change."""
+
+    def __init__(self, model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor):
+        self.model, self.images, self.labels = model, images, labels
+        self.index = widgets.IntSlider(value=0, min=0, max=len(images) - 1, description="image")
+        self.layer = widgets.Dropdown(options=CONV_LAYERS, value="layer1", description="layer")
+        self.caption, self.picture = widgets.HTML(), _image_widget()
+        self.children = [_controls(self.index, self.layer), self.caption, self.picture]
+
+    def figure(self, i: int, name: str) -> Figure:
+        return feature_maps_figure(self.model, self.images[i], name, self.labels[i])
+
+    def describe(self, i: int, name: str) -> str:
+        return f"image {i}, true label <b>{int(self.labels[i])}</b>, {name}"
+
+    def draw(self, _change=None) -> None:
+        i, name = self.index.value, self.layer.value
+        self.picture.value, self.caption.value = to_png(self.figure(i, name)), "Test " + self.describe(i, name)
+
+    def start(self) -> None:
+        """Draw the picture for the controls, and again whenever one of them changes."""
+        self.draw()
+        self.index.observe(self.draw, names="value")
+        self.layer.observe(self.draw, names="value")
+
+    def go_live(self, box: Viewer, saved: list[int], _change=None) -> None:
+        """Turn ``box``, the saved viewer, into the live one, on the saved image it shows."""
+        i = saved[min(self.index.value, len(saved) - 1)]  # the image on show, now as an index into all of them
+        self.index.max = len(self.images) - 1
+        self.index.value = i
+        self.start()
+        box.children = self.children
 
 
 def feature_map_viewer(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
@@ -192,80 +133,33 @@ def feature_map_viewer(model: torch.nn.Module, images: torch.Tensor, labels: tor
     The saved page steps through the images ``saved`` (indices into ``images``; default the
     first of each digit) in every layer, precomputed; ``saved=[]`` makes it live only."""
     saved = first_of_each_digit(labels) if saved is None else list(saved)
-    index = widgets.IntSlider(value=0, min=0, max=len(images) - 1, description="image")
-    layer = widgets.Dropdown(options=LAYERS, value="layer1", description="layer")
-    caption, picture = widgets.HTML(), _image_widget()
-
-    def figure(i: int, name: str) -> Figure:
-        maps = feature_maps(model, images[i:i + 1])[name][0]
-        return _draw_feature_maps(images[i], maps, name, labels[i])
-
-    def describe(i: int, name: str) -> str:
-        return f"image {i}, true label <b>{int(labels[i])}</b>, {name}"
-
-    def draw(_change=None):
-        i, name = index.value, layer.value
-        picture.value, caption.value = to_png(figure(i, name)), "Test " + describe(i, name)
-
-    live = [_controls(index, layer), caption, picture]
+    live = _LiveFeatureMaps(model, images, labels)
     summary = "Feature-map viewer: run this cell to pick a test image and a layer."
     if not (HAS_STACK and saved):
-        draw()
-        index.observe(draw, names="value")
-        layer.observe(draw, names="value")
-        return Viewer(live, picture.value, summary)
+        live.start()
+        return Viewer(live.children, live.picture.value, summary)
+    return _saved_feature_maps(live, saved, summary)
 
+
+def _saved_feature_maps(live: _LiveFeatureMaps, saved: list[int], summary: str) -> Viewer:
+    """The viewer a saved page shows: the pictures of ``saved`` in every layer, linked to
+    ``live``'s controls in the browser, until a control's first change goes live."""
+    index, layer = live.index, live.layer
     # One Stack per layer, each holding every saved image; the outer Stack picks the layer.
     by_layer = widgets.Stack([widgets.Stack([widgets.VBox([
-        widgets.HTML(f"Saved image {n + 1} of {len(saved)}: test " + describe(i, name)),
-        _image_widget(saved_png(figure(i, name)))]) for n, i in enumerate(saved)], selected_index=0)
-        for name in LAYERS], selected_index=0)
+        widgets.HTML(f"Saved image {n + 1} of {len(saved)}: test " + live.describe(i, name)),
+        _image_widget(saved_png(live.figure(i, name)))]) for n, i in enumerate(saved)], selected_index=0)
+        for name in CONV_LAYERS], selected_index=0)
     index.max = len(saved) - 1
     box = Viewer([_controls(index, layer), by_layer], bytes(by_layer.children[0].children[0].children[1].value),
                  summary)
     box.links = [widgets.jslink((layer, "index"), (by_layer, "selected_index"))]
     box.links += [widgets.jslink((index, "value"), (stack, "selected_index")) for stack in by_layer.children]
-
-    def go_live(_change):
-        i = saved[min(index.value, len(saved) - 1)]  # the image on show, now as an index into all of them
-        index.max = len(images) - 1
-        index.value = i
-        draw()
-        index.observe(draw, names="value")
-        layer.observe(draw, names="value")
-        box.children = live
-
-    _saved_states(box, [index, layer], go_live)
+    _saved_states(box, [index, layer], functools.partial(live.go_live, box, saved))
     return box
 
 
 # -- Predictions: probabilities ---------------------------------------------------------
-
-def probabilities_figure(probs: torch.Tensor, label, image: torch.Tensor | None = None) -> Figure:
-    """The ten class probabilities as bars, with ``image`` beside them when given
-    (chapter "Predictions"). The predicted digit's bar is blue when it is right and red
-    when it is wrong; the true label is marked below the axis."""
-    probs = torch.as_tensor(probs).float().flatten()
-    label, predicted = int(label), int(probs.argmax())
-    fig = _Figure(figsize=(5.6, 2.5) if image is not None else (4, 2.5), facecolor=BACKGROUND,
-                 layout="constrained")
-    if image is not None:
-        left, ax = fig.subplots(1, 2, width_ratios=[1, 2.2])
-        left.imshow(_pixels(image), cmap="gray", vmin=0, vmax=1)
-        left.set_axis_off()
-    else:
-        ax = fig.subplots()
-    colors = ["#bbbbbb"] * 10
-    colors[predicted] = "#1f77b4" if predicted == label else "#d62728"
-    ax.bar(range(10), probs.numpy(), color=colors)
-    ax.set_xticks(range(10), [f"{d}\ntrue" if d == label else str(d) for d in range(10)])
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("probability")
-    verdict = "right" if predicted == label else "wrong"
-    ax.set_title(f"true {label}, predicted {predicted} ({100 * probs[predicted]:.1f}%, {verdict})")
-    ax.spines[["top", "right"]].set_visible(False)
-    return fig
-
 
 CHOICES = [("all", "all"), ("misclassified only", "wrong")] + [(f"digit {d}", d) for d in range(10)]
 
@@ -281,6 +175,78 @@ def chosen_for_saving(labels: torch.Tensor, probs: torch.Tensor, mistakes: int =
     return sorted(chosen)
 
 
+def _matches(choice, i: torch.Tensor, labels: torch.Tensor, predicted: torch.Tensor) -> torch.Tensor:
+    """Which of the images ``i`` the choice ``choice`` (a value of ``CHOICES``) shows."""
+    if choice == "all":
+        return torch.ones_like(i, dtype=torch.bool)
+    if choice == "wrong":
+        return predicted[i] != labels[i]
+    return labels[i] == choice
+
+
+class _LivePredictions:
+    """The live prediction explorer: its controls, and a picture drawn whenever they change."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, probs: torch.Tensor, show):
+        self.images, self.labels, self.probs, self.predicted = images, labels, probs, probs.argmax(1)
+        self.which = widgets.Dropdown(options=CHOICES, value=show, description="show")
+        self.index = widgets.IntSlider(value=0, min=0, max=0, description="image")
+        self.caption = widgets.HTML()
+        self.picture = _image_widget()
+        self.children = [_controls(self.which, self.index), self.caption, self.picture]
+
+    def figure(self, i: int) -> Figure:
+        return probabilities_figure(self.probs[i], self.labels[i], self.images[i])
+
+    def matching(self) -> torch.Tensor:
+        """The indices of the images the current choice shows."""
+        every = torch.arange(len(self.labels))
+        return every[_matches(self.which.value, every, self.labels, self.predicted)]
+
+    def describe(self, i: int) -> str:
+        return f"test image {i}, true label <b>{int(self.labels[i])}</b>, predicted <b>{int(self.predicted[i])}</b>"
+
+    def draw(self, _change=None) -> None:
+        chosen = self.matching()
+        if len(chosen) == 0:
+            self.index.disabled = True
+            self.caption.value = "No image matches this choice."
+            self.picture.value = b""
+            return
+        self.index.disabled = False
+        i = int(chosen[self.index.value])
+        self.picture.value = to_png(self.figure(i))
+        self.caption.value = f"{self.index.value + 1} of {len(chosen)}: " + self.describe(i)
+
+    def show_position(self, position: int = 0) -> None:
+        """Fit the slider to the current choice and show its image at ``position``."""
+        self.index.unobserve(self.draw, names="value")  # draw once, after both changes
+        self.index.value, self.index.max = 0, max(len(self.matching()) - 1, 0)
+        self.index.value = position
+        self.index.observe(self.draw, names="value")
+        self.draw()
+
+    def choice_changed(self, _change) -> None:
+        self.show_position(0)
+
+    def start(self, position: int = 0) -> None:
+        """Show the image at ``position`` of the current choice, and follow the controls."""
+        self.index.observe(self.draw, names="value")
+        self.which.observe(self.choice_changed, names="value")
+        self.show_position(position)
+
+    def go_live(self, box: Viewer, per_choice: list[list[int]], sliders: list, _change=None) -> None:
+        """Turn ``box``, the saved explorer, into the live one, on the saved image it shows;
+        ``per_choice`` and ``sliders`` are the saved images and the slider of each choice."""
+        shown = per_choice[self.which.index]
+        position = 0
+        if shown:  # the image on show, now as a position among all images of this choice
+            i = shown[min(sliders[self.which.index].value, len(shown) - 1)]
+            position = int(torch.searchsorted(self.matching(), i))
+        self.start(position)
+        box.children = self.children
+
+
 def prediction_explorer(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, show="all",
                         probabilities: torch.Tensor | None = None, saved: list[int] | None = None) -> Viewer:
     """Step through test images of one digit, all of them, or only the misclassified ones,
@@ -291,85 +257,36 @@ def prediction_explorer(model: torch.nn.Module, images: torch.Tensor, labels: to
     ``saved`` (default :func:`chosen_for_saving`), precomputed; ``saved=[]`` makes it live only.
     ``probabilities`` (N x 10) saves computing them again when the caller has them."""
     probs = predict_probabilities(model, images) if probabilities is None else probabilities
-    predicted = probs.argmax(1)
     saved = chosen_for_saving(labels, probs) if saved is None else list(saved)
-    which = widgets.Dropdown(options=CHOICES, value=show, description="show")
-    index = widgets.IntSlider(value=0, min=0, max=0, description="image")
-    caption = widgets.HTML()
-    picture = _image_widget()
-
-    def matches(choice, i: torch.Tensor) -> torch.Tensor:
-        if choice == "all":
-            return torch.ones_like(i, dtype=torch.bool)
-        if choice == "wrong":
-            return predicted[i] != labels[i]
-        return labels[i] == choice
-
-    def matching() -> torch.Tensor:
-        every = torch.arange(len(labels))
-        return every[matches(which.value, every)]
-
-    def describe(i: int) -> str:
-        return f"test image {i}, true label <b>{int(labels[i])}</b>, predicted <b>{int(predicted[i])}</b>"
-
-    def draw(_change=None):
-        chosen = matching()
-        if len(chosen) == 0:
-            index.disabled = True
-            caption.value = "No image matches this choice."
-            picture.value = b""
-            return
-        index.disabled = False
-        i = int(chosen[index.value])
-        picture.value = to_png(probabilities_figure(probs[i], labels[i], images[i]))
-        caption.value = f"{index.value + 1} of {len(chosen)}: " + describe(i)
-
-    def show_position(position: int = 0):
-        index.unobserve(draw, names="value")  # draw once, after both changes
-        index.value, index.max = 0, max(len(matching()) - 1, 0)
-        index.value = position
-        index.observe(draw, names="value")
-        draw()
-
-    def start_live():
-        index.observe(draw, names="value")
-        which.observe(lambda _change: show_position(0), names="value")
-
-    live = [_controls(which, index), caption, picture]
+    live = _LivePredictions(images, labels, probs, show)
     summary = "Prediction explorer: run this cell to step through the test images and their predictions."
     if not (HAS_STACK and saved):
-        start_live()
-        show_position(0)
-        return Viewer(live, picture.value, summary)
+        live.start()
+        return Viewer(live.children, live.picture.value, summary)
+    return _saved_predictions(live, saved, summary)
 
-    # For each choice, a slider over the saved images it matches and a Stack of their pictures;
-    # two outer Stacks show the chosen choice's slider and pictures.
+
+def _saved_predictions(live: _LivePredictions, saved: list[int], summary: str) -> Viewer:
+    """The explorer a saved page shows: for each choice, a slider over the saved images it
+    matches and a Stack of their pictures; two outer Stacks show the chosen choice's slider and
+    pictures, linked in the browser to ``live``'s controls until a control's first change goes live."""
     saved_t = torch.tensor(saved)
-    pictures = {i: _image_widget(saved_png(probabilities_figure(probs[i], labels[i], images[i]))) for i in saved}
-    per_choice = [saved_t[matches(value, saved_t)].tolist() for _, value in CHOICES]
+    pictures = {i: _image_widget(saved_png(live.figure(i))) for i in saved}
+    per_choice = [saved_t[_matches(value, saved_t, live.labels, live.predicted)].tolist() for _, value in CHOICES]
     sliders = [widgets.IntSlider(value=0, min=0, max=max(len(c) - 1, 0), description="image", disabled=not c)
                for c in per_choice]
-    stacks = [widgets.Stack([widgets.VBox([widgets.HTML(f"{n + 1} of {len(c)} saved: " + describe(i)), pictures[i]])
-                             for n, i in enumerate(c)] or [widgets.HTML("No saved image matches this choice.")],
-                            selected_index=0) for c in per_choice]
-    first = [v for _, v in CHOICES].index(show)
+    stacks = [widgets.Stack([widgets.VBox([widgets.HTML(f"{n + 1} of {len(c)} saved: " + live.describe(i)),
+                                           pictures[i]]) for n, i in enumerate(c)]
+                            or [widgets.HTML("No saved image matches this choice.")], selected_index=0)
+              for c in per_choice]
+    first = live.which.index
     slider_stack = widgets.Stack(sliders, selected_index=first)
     picture_stack = widgets.Stack(stacks, selected_index=first)
     first_png = bytes(pictures[per_choice[first][0]].value) if per_choice[first] else b""
-    box = Viewer([_controls(which, slider_stack), picture_stack], first_png, summary)
-    box.links = [widgets.jslink((which, "index"), (outer, "selected_index")) for outer in (slider_stack, picture_stack)]
+    box = Viewer([_controls(live.which, slider_stack), picture_stack], first_png, summary)
+    box.links = [widgets.jslink((live.which, "index"), (outer, "selected_index"))
+                 for outer in (slider_stack, picture_stack)]
     box.links += [widgets.jslink((slider, "value"), (stack, "selected_index"))
                   for slider, stack in zip(sliders, stacks)]
-
-    def go_live(_change):
-        shown = per_choice[which.index]
-        position = 0
-        if shown:  # the image on show, now as a position among all images of this choice
-            i = shown[min(sliders[which.index].value, len(shown) - 1)]
-            position = int(torch.searchsorted(matching(), i))
-        start_live()
-        show_position(position)
-        box.children = live
-
-    _saved_states(box, [which, *sliders], go_live)
+    _saved_states(box, [live.which, *sliders], functools.partial(live.go_live, box, per_choice, sliders))
     return box

@@ -28,7 +28,7 @@ import torch
 
 from alexnet_tutorial.checkpoint import CheckpointError, load_checkpoint, load_model
 from alexnet_tutorial.data import DataError, TensorLoader, mnist_tensors
-from alexnet_tutorial.images import prepare, predict_probabilities
+from alexnet_tutorial.images import predict_probabilities, prepare
 from alexnet_tutorial.training import evaluate
 
 FONTS = {  # name shown: file in matplotlib's mpl-data/fonts/ttf

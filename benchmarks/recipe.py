@@ -27,8 +27,9 @@ import time
 
 import torch
 
+from alexnet_tutorial.config import TrainConfig
 from alexnet_tutorial.devices import describe_device, pick_device
-from alexnet_tutorial.training import TrainConfig, train
+from alexnet_tutorial.run import train
 
 # name: the settings that differ from TrainConfig's defaults.
 VARIANTS = {

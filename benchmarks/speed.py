@@ -25,6 +25,7 @@ automatic recipe for that one epoch: what ``alexnet-tutorial train --epochs 1`` 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing as mp
 import sys
@@ -33,12 +34,15 @@ import time
 import torch
 from torch import nn
 
-from alexnet_tutorial.data import TensorLoader, mnist_dataset, mnist_tensors, subset_indices
-from alexnet_tutorial.devices import describe_device, pick_channels_last, pick_device, pick_precision, synchronize
+from alexnet_tutorial.config import TrainConfig
+from alexnet_tutorial.data import TensorLoader, build_loaders, mnist_dataset, subset_indices
+from alexnet_tutorial.devices import cudnn_autotune, describe_device, pick_device, synchronize
 from alexnet_tutorial.model import AlexNet
-from alexnet_tutorial.training import TrainConfig, evaluate, make_optimizer, make_scheduler, train_step
+from alexnet_tutorial.run import set_up
+from alexnet_tutorial.training import RunningLoss, evaluate, train_steps
 
 TARGET = 0.99  # the test accuracy whose first crossing is timed
+_KEEP = contextlib.ExitStack()  # settings a pipeline keeps for its whole process
 
 
 class OriginalAlexNet(nn.Module):
@@ -97,36 +101,27 @@ def original_pipeline(device, seed, subset, data_dir):
 
 def package_pipeline(device, seed, subset, data_dir, epochs, settings=None):
     """``TrainConfig()``'s defaults (with ``settings`` over them: batch size, compile, ...)
-    through the package's pieces; the step is the one in ``fit``."""
+    set up by the package's own ``set_up`` and trained by its own loop, ``train_steps``, one
+    batch per call, as ``fit`` does (cuDNN autotuning included)."""
     cfg = TrainConfig(**{**dict(epochs=epochs, seed=seed, subset=subset, data_dir=data_dir), **(settings or {})})
     cfg = cfg.resolved()  # the automatic recipe for this run's length, as train() resolves it
-    precision = pick_precision(cfg.precision, device)
-    channels_last = pick_channels_last(cfg.channels_last, device, precision)
-    train_x, train_y = mnist_tensors(True, data_dir, device, subset)
-    test_x, test_y = mnist_tensors(False, data_dir, device)
-    train_loader = TensorLoader(train_x, train_y, cfg.batch_size, shuffle=True, seed=seed, shift=cfg.shift,
-                                drop_last=cfg.compile)
-    test_loader = TensorLoader(test_x, test_y, cfg.eval_batch_size)
+    train_loader, test_loader = build_loaders(cfg, device)
     torch.manual_seed(seed)
-    model = AlexNet(width_mult=cfg.width_mult, dropout=cfg.dropout).to(device)
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-    step_model = model
-    if cfg.compile:
-        step_model = torch.compile(model, mode="reduce-overhead" if device.type == "cuda" else None)
-    optimizer = make_optimizer(model, cfg, device)
-    scheduler = make_scheduler(optimizer, cfg, len(train_loader))
-    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    model = AlexNet(width_mult=cfg.width_mult, dropout=cfg.dropout)
+    setup = set_up(model, cfg, device, len(train_loader))
+    _KEEP.enter_context(cudnn_autotune(device))  # for the rest of this process, as fit does for its run
+    running = RunningLoss(device)
+    done = [0]
 
-    def step(images, labels):  # exactly fit's step
-        return train_step(step_model, images, labels, optimizer, scheduler, scaler, loss_fn, device, precision,
-                          channels_last)
+    def step(images, labels):  # the package's loop over this one batch
+        done[0] = train_steps(setup.net, [(images, labels)], setup.optimizer, setup.loss_fn, setup.lr_at, done[0],
+                              running, device=device, precision=setup.precision, scaler=setup.scaler,
+                              channels_last=setup.channels_last)
 
-    info = {"precision": precision, "memory_format": "channels_last" if channels_last else "contiguous",
+    info = {"precision": setup.precision, "memory_format": "channels_last" if setup.channels_last else "contiguous",
             "batch_size": cfg.batch_size, "loader": "TensorLoader (whole set on the device)",
             "config": cfg.to_dict()}
-    return model, train_loader, test_loader, step, precision, info
+    return model, train_loader, test_loader, step, setup.precision, info
 
 
 def forward_flops(model: nn.Module) -> int:
@@ -211,7 +206,8 @@ def run_pipeline(name, device_name, epochs, seed, subset, data_dir, eval_every, 
     else:
         peak_mib, memory_kind = peak_rss_mib(), "peak RSS of the process"
     return {"pipeline": name, "device": str(device), **info, "epochs": epochs, "seed": seed,
-            "stopped_at_max_seconds": stopped, "stopped_at_target": reached_target, "setup_seconds": round(setup_seconds, 2),
+            "stopped_at_max_seconds": stopped, "stopped_at_target": reached_target,
+            "setup_seconds": round(setup_seconds, 2),
             "train_seconds": round(train_seconds, 2), "images": images_seen,
             "images_per_s": images_seen / train_seconds if train_seconds > 0 else 0.0,
             "forward_flops_per_image": flops,

@@ -72,10 +72,10 @@ ALLOWED = [
             "matplotlib draws CPU arrays: the counts come off the device to be drawn"),
     Allowed("alexnet_tutorial/plots.py", ".cpu()", "filter_change",
             "matplotlib draws CPU arrays: the filters' norms and cosines come off the device to be drawn"),
-    Allowed("alexnet_tutorial/widgets.py", ".cpu()", "filters_figure",
-            "the widget draws the first layer's filters with matplotlib, from CPU arrays"),
-    Allowed("alexnet_tutorial/widgets.py", ".cpu()", "feature_maps",
-            "the widget draws the feature maps with matplotlib, from CPU arrays"),
+    Allowed("alexnet_tutorial/plots.py", ".cpu()", "filters_figure",
+            "matplotlib draws CPU arrays: the first layer's filters come off the device to be drawn"),
+    Allowed("alexnet_tutorial/model.py", ".cpu()", "feature_maps",
+            "returns the feature maps on the CPU for drawing with matplotlib, wherever the model ran"),
 ]
 
 

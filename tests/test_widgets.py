@@ -12,7 +12,9 @@ import pytest
 import torch
 
 from alexnet_tutorial import widgets as w
-from alexnet_tutorial.model import AlexNet
+from alexnet_tutorial.images import predict_probabilities
+from alexnet_tutorial.model import CONV_LAYERS, AlexNet, feature_maps
+from alexnet_tutorial.plots import feature_maps_figure, filters_figure, to_png
 
 # Saved pictures live in ipywidgets 8's Stack; on 7.x (Colab) the widgets are live only,
 # which test_widgets.py tests under ipywidgets 7.7 in a subprocess.
@@ -55,20 +57,20 @@ def saved_pictures(stack):
 
 def test_filters_figure_shows_every_first_layer_filter():
     torch.manual_seed(0)
-    fig = w.filters_figure(AlexNet())
+    fig = filters_figure(AlexNet())
     with_images = [ax for ax in fig.axes if ax.images]
     assert len(with_images) == 32
     assert all(ax.images[0].get_array().shape == (3, 3) for ax in with_images)
-    assert w.to_png(fig).startswith(PNG)
+    assert to_png(fig).startswith(PNG)
 
 
 def test_feature_maps_figure_rejects_an_unknown_layer(model, data):
     with pytest.raises(ValueError, match="layer must be one of"):
-        w.feature_maps_figure(model, data[0][0], "fc1")
+        feature_maps_figure(model, data[0][0], "fc1")
 
 
 def test_feature_maps_match_the_layer_shapes(model, data):
-    maps = w.feature_maps(model, data[0][:2])
+    maps = feature_maps(model, data[0][:2])
     assert [tuple(m.shape[1:]) for m in maps.values()] == [(8, 14, 14), (16, 7, 7), (32, 7, 7), (64, 7, 7),
                                                           (64, 3, 3)]
     assert model.training  # put back in the mode it was in
@@ -98,15 +100,15 @@ def test_saved_feature_maps_follow_the_controls_in_the_browser(model, data):
     (index, layer), by_layer = viewer.children[0].children, viewer.children[1]
     assert index.max == len(saved) - 1
     assert linked(viewer, (layer, "index"), (by_layer, "selected_index"))
-    assert len(by_layer.children) == len(w.LAYERS)
+    assert len(by_layer.children) == len(CONV_LAYERS)
     pngs = set()
-    for name, stack in zip(w.LAYERS, by_layer.children):
+    for name, stack in zip(CONV_LAYERS, by_layer.children):
         assert linked(viewer, (index, "value"), (stack, "selected_index"))
         pictures = saved_pictures(stack)
         assert [f"test image {i}, true label <b>{int(labels[i])}</b>, {name}" in text
                 for (text, _), i in zip(pictures, saved)] == [True] * len(saved)
         pngs.update(png for _, png in pictures)
-    assert len(pngs) == len(saved) * len(w.LAYERS)  # every layer of every image its own picture
+    assert len(pngs) == len(saved) * len(CONV_LAYERS)  # every layer of every image its own picture
 
 
 @needs_stack
@@ -165,7 +167,7 @@ def test_prediction_explorer_steps_through_a_choice(model, data):
 
 def test_misclassified_only_shows_only_wrong_predictions(model, data):
     images, labels = data
-    predicted = w.predict_probabilities(model, images).argmax(1)
+    predicted = predict_probabilities(model, images).argmax(1)
     wrong = torch.nonzero(predicted != labels).flatten().tolist()
     assert wrong, "an untrained model gets some of these wrong"
     explorer = w.prediction_explorer(model, images, labels, saved=[])
@@ -181,7 +183,7 @@ def test_misclassified_only_shows_only_wrong_predictions(model, data):
 
 def test_prediction_explorer_says_when_nothing_matches(model, data):
     images, labels = data
-    right = w.predict_probabilities(model, images).argmax(1)  # labels it gets all right
+    right = predict_probabilities(model, images).argmax(1)  # labels it gets all right
     explorer = w.prediction_explorer(model, images, right, saved=[])
     (which, index), caption, picture = parts(explorer)
     which.value = "wrong"
@@ -192,7 +194,7 @@ def test_prediction_explorer_says_when_nothing_matches(model, data):
 
 def test_prediction_explorer_can_start_on_the_mistakes(model, data):
     images, labels = data
-    wrong = (w.predict_probabilities(model, images).argmax(1) != labels).sum().item()
+    wrong = (predict_probabilities(model, images).argmax(1) != labels).sum().item()
     explorer = w.prediction_explorer(model, images, labels, show="wrong", saved=[])
     (which, index), caption, picture = parts(explorer)
     assert which.value == "wrong" and index.max == wrong - 1
@@ -213,7 +215,7 @@ def test_saving_chooses_the_most_confident_mistakes_and_some_of_each_digit():
 @needs_stack
 def test_saved_predictions_follow_each_choice_in_the_browser(model, data):
     images, labels = data
-    probs = w.predict_probabilities(model, images)
+    probs = predict_probabilities(model, images)
     predicted = probs.argmax(1)
     saved = [1, 2, 5, 8, 11]
     explorer = w.prediction_explorer(model, images, labels, probabilities=probs, saved=saved)
@@ -236,7 +238,7 @@ def test_saved_predictions_follow_each_choice_in_the_browser(model, data):
 @needs_stack
 def test_prediction_explorer_goes_live_where_the_saved_one_was(model, data):
     images, labels = data
-    probs = w.predict_probabilities(model, images)
+    probs = predict_probabilities(model, images)
     wrong = torch.nonzero(probs.argmax(1) != labels).flatten().tolist()
     assert len(wrong) >= 2, "an untrained model gets some of these wrong"
     explorer = w.prediction_explorer(model, images, labels, probabilities=probs, saved=[wrong[-1]])
