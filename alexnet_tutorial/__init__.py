@@ -6,7 +6,7 @@ from .devices import pick_device, pick_precision
 from .model import AlexNet, layer_table, summary
 from .training import FitResult, TrainConfig, evaluate, fit, train
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"  # the one place the version is written (pyproject.toml reads it)
 
 __all__ = [
     "AlexNet", "CheckpointError", "DataError", "FitResult", "TensorLoader", "TrainConfig", "evaluate",

@@ -68,11 +68,13 @@ def _layout(text):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
     from .devices import DEVICES, PRECISIONS
     from .training import TrainConfig
 
     d = TrainConfig()
     parser = _Parser(prog="alexnet-tutorial", description="Train, evaluate and use an AlexNet on MNIST.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="{train,evaluate,predict}", parser_class=_Parser)
     sub.required = True
 
