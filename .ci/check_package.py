@@ -2,7 +2,8 @@
 
     .venv/bin/python .ci/check_package.py      # .ci/run runs it; needs the dev extra (build, twine)
 
-1. ``python -m build`` makes the sdist and the wheel; ``twine check --strict`` passes on both.
+1. ``python -m build``, in a clean copy of the checkout, makes the sdist and the wheel;
+   ``twine check --strict`` passes on both.
 2. The wheel holds the package, its license and its metadata, nothing else (no book, tests or
    benchmark results); the sdist holds what the wheel is built from. Any other file fails.
 3. A fresh venv installs the wheel alone (``--no-deps``): its dependencies come from this
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import ast
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -82,6 +84,20 @@ def check_contents(wheel: Path, sdist: Path, version: str) -> None:
         fail(f"the sdist lacks {', '.join(sorted(needed - in_sdist))}")
 
 
+def clean_copy(into: Path) -> Path:
+    """The checkout's files (tracked, or new and not ignored) copied to ``into``: a build in the
+    checkout itself would reuse whatever an earlier build left in its ignored *.egg-info."""
+    listed = subprocess.run(["git", "-C", str(ROOT), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                            capture_output=True, text=True)
+    if listed.returncode != 0:
+        fail(f"{ROOT} is not a git checkout: {listed.stderr.strip()}")
+    for name in filter(None, listed.stdout.split("\0")):
+        if (ROOT / name).is_file():
+            (into / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, into / name)
+    return into
+
+
 def fresh_venv(folder: Path) -> Path:
     """A venv that sees this Python's site-packages (for the dependencies) behind its own."""
     run(sys.executable, "-m", "venv", "--without-pip", folder, quiet=True)  # this Python's pip installs into it
@@ -98,7 +114,8 @@ def main() -> int:
     want = version()
     with tempfile.TemporaryDirectory(prefix="check-package-") as tmp:
         tmp = Path(tmp)
-        run(sys.executable, "-m", "build", "--outdir", tmp / "dist", ROOT, quiet=True)
+        source = clean_copy(tmp / "source")
+        run(sys.executable, "-m", "build", "--outdir", tmp / "dist", source, quiet=True)
         wheels, sdists = sorted((tmp / "dist").glob("*.whl")), sorted((tmp / "dist").glob("*.tar.gz"))
         if [w.name for w in wheels] != [f"{PACKAGE}-{want}-py3-none-any.whl"] or len(sdists) != 1:
             fail(f"expected one sdist and {PACKAGE}-{want}-py3-none-any.whl, built {[p.name for p in wheels + sdists]}")
