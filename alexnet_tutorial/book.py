@@ -129,6 +129,7 @@ def glue(name: str, value, fmt: str | None = None) -> None:
 
 # The committed benchmark results, read by the chapters that quote them.
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"  # in a checkout of the repository
+# On the repository's home (pyproject.toml's [project.urls]; tools/set_home.py rewrites it).
 RESULTS_URL = "https://raw.githubusercontent.com/alexnet-tutorial/alexnet-tutorial/main/benchmarks/results/"
 
 

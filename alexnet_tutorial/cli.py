@@ -76,11 +76,13 @@ def _resumable_flags() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
     from .config import TrainConfig
     from .devices import DEVICES, PRECISIONS
 
     d = TrainConfig()
     parser = _Parser(prog="alexnet-tutorial", description="Train, evaluate and use an AlexNet on MNIST.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="{train,evaluate,predict}", parser_class=_Parser)
     sub.required = True
 
