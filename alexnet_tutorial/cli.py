@@ -55,7 +55,7 @@ def _int(text):
 
 # The train flags that set a TrainConfig field of the same name.
 _TRAIN_FIELDS = ("epochs", "batch_size", "lr", "seed", "device", "precision", "data_dir", "subset", "loader",
-                 "width_mult", "checkpoint_every", "channels_last", "compile")
+                 "width_mult", "checkpoint_every", "channels_last", "compile", "eval_batch_size")
 
 
 def _flag(name: str) -> str:
@@ -110,6 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--checkpoint-every", type=_positive_int, metavar="STEPS",
                    help="also checkpoint every STEPS optimizer steps, counted over the whole run "
                         "(default: at epoch ends only)")
+    t.add_argument("--eval-batch-size", type=_positive_int, metavar="N",
+                   help=f"images per batch when evaluating (default {d.eval_batch_size})")
     t.add_argument("--out", help="checkpoint to write (default alexnet.pt, or with --resume the resumed file; "
                                  "best epoch beside it, e.g. alexnet.best.pt)")
     t.add_argument("--resume", metavar="FILE", default=None,
