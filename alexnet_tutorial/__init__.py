@@ -6,7 +6,7 @@ without loading PyTorch (the command line answers Ctrl-C and ``--help`` at once)
 
 import importlib
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"  # the one place the version is written (pyproject.toml reads it)
 
 _WHERE = {
     "AlexNet": "model", "layer_table": "model", "summary": "model", "eval_mode": "model",

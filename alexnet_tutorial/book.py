@@ -84,21 +84,27 @@ def trained_model(path=None, quick: bool | None = None, log=print) -> nn.Module:
     return load_model(trained_checkpoint(path, quick, log))
 
 
-def show_source(obj, lines: tuple[int, int] | None = None):
+def show_source(obj, fields_only: bool = False):
     """The source of a function or class of the package, read from the package itself
     (so that the page cannot drift from the code), as syntax-highlighted Python.
 
-    ``lines`` keeps only that range (1-based, inclusive) of the object's source lines.
-    Returns an ``IPython.display.Code``; the last line of a cell displays it.
+    ``fields_only`` (a class): the class up to its first method, that is its docstring and
+    fields, found by parsing the source (no slicing on code text, so renaming a line cannot
+    break a page). Returns an ``IPython.display.Code``; the last line of a cell displays it.
     """
+    import ast
     import inspect
+    import textwrap
 
     from IPython.display import Code
 
     source = inspect.getsource(obj)
-    if lines is not None:
-        first, last = lines
-        source = "".join(source.splitlines(keepends=True)[first - 1:last])
+    if fields_only:
+        body = ast.parse(textwrap.dedent(source)).body[0].body
+        first_method = next((node for node in body if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))), None)
+        if first_method is not None:
+            start = min([first_method.lineno] + [d.lineno for d in first_method.decorator_list])
+            source = "".join(source.splitlines(keepends=True)[:start - 1]).rstrip() + "\n"
     return Code(source, language="python")
 
 
@@ -129,6 +135,7 @@ def glue(name: str, value, fmt: str | None = None) -> None:
 
 # The committed benchmark results, read by the chapters that quote them.
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"  # in a checkout of the repository
+# On the repository's home (pyproject.toml's [project.urls]; tools/set_home.py rewrites it).
 RESULTS_URL = "https://raw.githubusercontent.com/alexnet-tutorial/alexnet-tutorial/main/benchmarks/results/"
 
 

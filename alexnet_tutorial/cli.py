@@ -55,7 +55,7 @@ def _int(text):
 
 # The train flags that set a TrainConfig field of the same name.
 _TRAIN_FIELDS = ("epochs", "batch_size", "lr", "seed", "device", "precision", "data_dir", "subset", "loader",
-                 "width_mult", "checkpoint_every", "channels_last", "compile")
+                 "width_mult", "checkpoint_every", "channels_last", "compile", "eval_batch_size")
 
 
 def _flag(name: str) -> str:
@@ -76,11 +76,13 @@ def _resumable_flags() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
     from .config import TrainConfig
     from .devices import DEVICES, PRECISIONS
 
     d = TrainConfig()
     parser = _Parser(prog="alexnet-tutorial", description="Train, evaluate and use an AlexNet on MNIST.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="{train,evaluate,predict}", parser_class=_Parser)
     sub.required = True
 
@@ -108,6 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--checkpoint-every", type=_positive_int, metavar="STEPS",
                    help="also checkpoint every STEPS optimizer steps, counted over the whole run "
                         "(default: at epoch ends only)")
+    t.add_argument("--eval-batch-size", type=_positive_int, metavar="N",
+                   help=f"images per batch when evaluating (default {d.eval_batch_size})")
     t.add_argument("--out", help="checkpoint to write (default alexnet.pt, or with --resume the resumed file; "
                                  "best epoch beside it, e.g. alexnet.best.pt)")
     t.add_argument("--resume", metavar="FILE", default=None,
@@ -123,11 +127,16 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--device", choices=DEVICES, default="auto")
     e.add_argument("--json", action="store_true")
 
-    p = sub.add_parser("predict", help="read the digit in each image file")
+    p = sub.add_parser("predict", help="read the digit in each image file",
+                       description="Read the digit in each image file. An image that cannot be read gives one "
+                                   "line on stderr; every other image still gets its result, and the exit "
+                                   "status is 2 when any image failed.")
     p.add_argument("checkpoint")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--device", choices=DEVICES, default="auto")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true",
+                   help='print a JSON list on stdout, one object per image in order; an image that cannot be '
+                        'read is {"image": ..., "error": ...} there (and its line goes to stderr too)')
     return parser
 
 
@@ -183,20 +192,25 @@ def _evaluate(args, out) -> int:
     return 0
 
 
-def _predict(args, out) -> int:
+def _predict(args, out, err=None) -> int:
+    """Every image's result that can be had; one line on ``err`` per image that cannot be read,
+    and exit status 2 when any could not."""
     from .checkpoint import load_model
     from .devices import pick_device
     from .images import predict_files
 
+    err = err or sys.stderr
     model = load_model(args.checkpoint).to(pick_device(args.device))
-    results = predict_files(model, args.images)
-    if args.json:
-        print(json.dumps(results, indent=2), file=out)
-    else:
-        for r in results:
+    results = predict_files(model, args.images, errors="report")
+    for r in results:
+        if "error" in r:
+            print(f"alexnet-tutorial: error: {r['error']}", file=err)
+        elif not args.json:
             top = ", ".join(f"{t['digit']} {100 * t['probability']:.1f}%" for t in r["top3"])
             print(f"{r['image']}: {r['digit']}  (top 3: {top})", file=out)
-    return 0
+    if args.json:
+        print(json.dumps(results, indent=2), file=out)
+    return EXIT_USAGE if any("error" in r for r in results) else 0
 
 
 def _one_line(exc: Exception) -> str:
@@ -217,7 +231,7 @@ def main(argv=None, out=None, err=None) -> int:
                 return _train(args, out, err)
             if args.command == "evaluate":
                 return _evaluate(args, out)
-            return _predict(args, out)
+            return _predict(args, out, err)
         except (_UsageError, UserError) as exc:
             from .distributed import is_main
 

@@ -8,17 +8,13 @@ variable ``ALEXNET_TUTORIAL_DATA``, else ``~/.cache/alexnet-tutorial``. torchvis
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 from torch.utils.data import DataLoader, Subset
 
-from . import distributed
 from .errors import UserError
-
-if TYPE_CHECKING:
-    from .config import TrainConfig
 
 ENV_VAR = "ALEXNET_TUTORIAL_DATA"
 DEFAULT_DATA_DIR = Path("~/.cache/alexnet-tutorial").expanduser()
@@ -38,6 +34,8 @@ MNIST_FILES = {
     "t10k-images-idx3-ubyte": (2051, 10_000, 16 + 10_000 * 28 * 28),
     "t10k-labels-idx1-ubyte": (2049, 10_000, 8 + 10_000),
 }
+IMAGE_SIDE = 28  # rows and columns of every MNIST image, as the images files' headers say
+NUM_CLASSES = 10  # labels are the digits 0 to 9
 
 
 class DataError(UserError, RuntimeError):
@@ -72,23 +70,16 @@ def check_files(root: Path, train: bool) -> bool:
         if not path.exists():
             continue
         present += 1
-        magic, count, size = MNIST_FILES[name]
         try:
             with open(path, "rb") as f:
-                header = f.read(8)
+                header = f.read(16)
             actual = path.stat().st_size
         except OSError as exc:
             raise DataError(f"cannot read MNIST file {path}: {exc.strerror}") from None
-        ok = (
-            actual == size
-            and int.from_bytes(header[:4], "big") == magic
-            and int.from_bytes(header[4:8], "big") == count
-        )
-        if not ok:
-            raise DataError(
-                f"MNIST file {path} is corrupt or truncated ({actual:,} bytes, expected {size:,}); "
-                "delete it so that it is downloaded again, or copy an intact one there"
-            )
+        problem = _header_problem(name, header, actual)
+        if problem:
+            raise DataError(f"MNIST file {path} is {problem}; delete it so that it is downloaded again, "
+                            "or copy an intact one there")
     if 0 < present < len(_split_files(train)):
         missing = [n for n in _split_files(train) if not (raw / n).exists()]
         raise DataError(
@@ -96,6 +87,38 @@ def check_files(root: Path, train: bool) -> bool:
             "copy it there or delete the folder so that it is downloaded again"
         )
     return present > 0
+
+
+def _header_problem(name: str, header: bytes, size: int) -> str | None:
+    """What is wrong with an MNIST file of ``size`` bytes whose first bytes are ``header``,
+    in words (the magic number, the count, the image shape or the size); None if nothing."""
+    magic, count, expected = MNIST_FILES[name]
+    kind = "images" if magic == 2051 else "labels"
+    found = int.from_bytes(header[:4], "big")
+    if len(header) >= 4 and found != magic:
+        return f"not an MNIST {kind} file (magic number {found}, expected {magic})"
+    if len(header) >= 8 and int.from_bytes(header[4:8], "big") != count:
+        return f"damaged (its header counts {int.from_bytes(header[4:8], 'big'):,} {kind}, expected {count:,})"
+    if kind == "images" and len(header) >= 16:
+        rows, cols = int.from_bytes(header[8:12], "big"), int.from_bytes(header[12:16], "big")
+        if (rows, cols) != (IMAGE_SIDE, IMAGE_SIDE):
+            return (f"damaged (its header gives images of {rows}x{cols} pixels, "
+                    f"expected {IMAGE_SIDE}x{IMAGE_SIDE})")
+    if size != expected:
+        return f"corrupt or truncated ({size:,} bytes, expected {expected:,})"
+    return None
+
+
+def check_labels(labels: torch.Tensor, path) -> None:
+    """Raise :class:`DataError` naming ``path`` and its first label outside 0..9 (one
+    vectorised comparison over the whole split: a damaged byte, not a digit, would otherwise
+    surface deep inside the loss as an ``IndexError``)."""
+    bad = (labels < 0) | (labels >= NUM_CLASSES)
+    if bool(bad.any()):
+        first = int(bad.nonzero()[0])
+        raise DataError(f"MNIST file {path} is damaged: record {first:,} (counting from 0, byte {8 + first:,}) "
+                        f"holds the label {int(labels[first])}, not a digit 0 to {NUM_CLASSES - 1}; delete it "
+                        "so that it is downloaded again, or copy an intact one there")
 
 
 def mnist_dataset(train: bool, data_dir=None, transform=None, download: bool = True):
@@ -107,20 +130,38 @@ def mnist_dataset(train: bool, data_dir=None, transform=None, download: bool = T
     from torchvision import datasets
 
     root = resolve_data_dir(data_dir)
+    raw = root / "MNIST" / "raw"
     # torchvision reads a split only when all four files are there: after an interrupted
     # download the other split's files are missing, and they must be fetched too.
     there = check_files(root, train) and check_files(root, not train)
     if not there and not download:
         raise DataError(_missing_message(root, "and downloading is off"))
+    made = [] if there else _missing_folders(raw)  # the folders a download would create
     try:
         dataset = datasets.MNIST(root=str(root), train=train, transform=transform, download=not there)
-    except Exception as exc:  # network errors, permissions, half-downloaded archives
+    except BaseException as exc:  # network errors, permissions, half-downloaded archives, Ctrl-C
+        if made:  # a mistyped --data-dir must not leave <dir>/MNIST/raw behind
+            shutil.rmtree(made[0], ignore_errors=True)
+        if not isinstance(exc, Exception):
+            raise
         # torchvision's message lists each mirror it tried; its last line holds the cause.
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
         reason = lines[-1] if lines else type(exc).__name__
+        if there:
+            raise DataError(f"cannot read MNIST in {raw} ({reason})") from None
         raise DataError(_missing_message(root, f"and the download failed ({reason})")) from None
     check_files(root, train)  # a fresh download is checked too
+    check_labels(dataset.targets, raw / _split_files(train)[1])
     return dataset
+
+
+def _missing_folders(folder: Path) -> list[Path]:
+    """``folder`` and the folders above it that do not exist yet, outermost first."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing[::-1]
 
 
 def _missing_message(root: Path, why: str) -> str:
@@ -279,36 +320,3 @@ def shift_images(x: torch.Tensor, shifts: torch.Tensor, pad: int, fill: float) -
     cols = torch.arange(w, device=x.device) + pad - shifts[:, 1:2]  # n x w
     batch = torch.arange(n, device=x.device)[:, None, None]
     return padded[batch, 0, rows[:, :, None], cols[:, None, :]].unsqueeze(1)
-
-
-def epoch_batches(loader, seed: int, epoch: int, start_step: int):
-    """The batches of epoch ``epoch`` from ``start_step`` on, in the order a run that was never
-    interrupted would see them."""
-    if isinstance(loader, TensorLoader):
-        loader.set_epoch(epoch, start_step)
-        return iter(loader)
-    generator = getattr(loader, "generator", None)
-    if generator is not None:  # a DataLoader: its shuffle order follows this generator
-        generator.manual_seed(epoch_seed(seed, epoch))
-    it = iter(loader)
-    # Skipped batches may draw random shifts from the global generator; the checkpoint
-    # already holds its state after those draws, so skip without touching it.
-    with torch.random.fork_rng(devices=[]):
-        for _ in range(start_step):
-            next(it)
-    return it
-
-
-def build_loaders(cfg: TrainConfig, device: torch.device):
-    """The training and test loaders ``cfg.loader`` asks for, on ``device``. With ``compile``
-    every training batch has the same shape (a short last batch is dropped)."""
-    if cfg.loader == "torchvision":
-        return make_loaders(cfg.batch_size, cfg.data_dir, cfg.subset, cfg.stratified, cfg.seed, cfg.eval_batch_size,
-                            shift=cfg.shift, drop_last=cfg.compile)
-    train_x, train_y = mnist_tensors(True, cfg.data_dir, device, cfg.subset, cfg.stratified)
-    test_x, test_y = mnist_tensors(False, cfg.data_dir, device)
-    train_loader = TensorLoader(train_x, train_y, cfg.batch_size, shuffle=True, seed=cfg.seed, shift=cfg.shift,
-                                drop_last=cfg.compile, rank=distributed.rank(),
-                                world_size=distributed.world_size())  # a slice of every batch per process
-    test_loader = TensorLoader(*distributed.shard(test_x, test_y), cfg.eval_batch_size)
-    return train_loader, test_loader

@@ -12,3 +12,7 @@ class UserError(Exception):
 
 class ConfigError(UserError, ValueError):
     """A setting out of range, or one that cannot go with the others."""
+
+
+class CheckpointError(UserError, RuntimeError):
+    """A file that cannot be used as a checkpoint; the message names it and says why."""

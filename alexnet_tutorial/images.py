@@ -8,6 +8,8 @@ into 20x20, centred by centre of mass.
 
 from __future__ import annotations
 
+import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,8 +51,9 @@ class Prepared:
 
 def load_image(path) -> np.ndarray:
     """Read a PNG, JPEG, GIF, BMP, TIFF, WebP or PPM/PGM file as grayscale 0..1, shrunk to fit
-    ``WORK_SIDE`` x ``WORK_SIDE``; transparency is laid on white."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    ``WORK_SIDE`` x ``WORK_SIDE``; transparency is laid on white. 16-bit and float images are
+    scaled by their own range (12-bit scans come in 16-bit files); NaN or infinite pixels are refused."""
+    from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
     if not path.exists():
@@ -58,34 +61,59 @@ def load_image(path) -> np.ndarray:
     if path.is_dir():
         raise ImageError(f"{path}: is a folder, not an image")
     try:
-        with Image.open(path, formats=FORMATS) as img:
-            if img.width * img.height > MAX_PIXELS:
-                raise ImageError(f"{path}: image is too large ({img.width}x{img.height} pixels)")
-            img = _shrink(img)
-            img.load()
-            img = ImageOps.exif_transpose(img)  # phone photos store "rotate me" in EXIF
-            if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-                rgba = img.convert("RGBA")
-                white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-                img = Image.alpha_composite(white, rgba)
-            if img.mode.startswith("I;16") or img.mode in ("I", "F"):
-                # 16-bit scans and float images: convert("L") would clip them to white.
-                values = np.asarray(img, dtype=np.float32)
-                top = next(t for t in (1.0, 255.0, 65535.0, float(values.max())) if values.max() <= t)
-                gray = np.clip(values / top, 0.0, 1.0)
-            else:
-                gray = np.asarray(img.convert("L"), dtype=np.float32) / 255.0
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # PIL's notes on large or odd files: the one line says it all
+            gray = _read_gray(path)
     except ImageError:
         raise
+    except Image.DecompressionBombError as exc:  # so large that PIL refuses to open it at all
+        found = re.search(r"(\d+) pixels", str(exc))
+        raise ImageError(_too_large(path, f"{int(found.group(1)):,} pixels" if found else "")) from None
     except UnidentifiedImageError:
         raise ImageError(f"{path}: not an image PIL can read as one of {', '.join(FORMATS)}") from None
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+    except (OSError, ValueError, SyntaxError):
         raise ImageError(f"{path}: damaged or unreadable image") from None
     except Exception:  # PIL's decoders raise a zoo of errors on damaged files
         raise ImageError(f"{path}: damaged or unreadable image") from None
     if gray.ndim != 2 or gray.size == 0:
         raise ImageError(f"{path}: empty image")
     return gray
+
+
+def _read_gray(path: Path) -> np.ndarray:
+    """The pixels of ``path`` as grayscale 0..1 (see :func:`load_image`)."""
+    from PIL import Image, ImageOps
+
+    with Image.open(path, formats=FORMATS) as img:
+        if img.width * img.height > MAX_PIXELS:
+            raise ImageError(_too_large(path, f"{img.width}x{img.height} pixels"))
+        img = _shrink(img)
+        img.load()
+        img = ImageOps.exif_transpose(img)  # phone photos store "rotate me" in EXIF
+        if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+            rgba = img.convert("RGBA")
+            white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            img = Image.alpha_composite(white, rgba)
+        if img.mode.startswith("I;16") or img.mode in ("I", "F"):
+            # 16-bit scans and float images: convert("L") would clip them to white.
+            return _own_range(np.asarray(img, dtype=np.float32), path)
+        return np.asarray(img.convert("L"), dtype=np.float32) / 255.0
+
+
+def _too_large(path, size: str) -> str:
+    return f"{path}: image is too large ({size + '; ' if size else ''}at most {MAX_PIXELS:,} pixels are read)"
+
+
+def _own_range(values: np.ndarray, path) -> np.ndarray:
+    """``values`` scaled from their own minimum and maximum to 0..1, not from the type's full
+    range: 12-bit data in a 16-bit file uses a sixteenth of it. A uniform image gives zeros."""
+    if not np.isfinite(values).all():
+        raise ImageError(f"{path}: some pixels are not finite numbers (NaN or infinity); "
+                         "no digit can be read from them")
+    low, high = float(values.min()), float(values.max())
+    if high <= low:
+        return np.zeros_like(values)
+    return (values - low) / (high - low)
 
 
 def _shrink(img):
@@ -162,16 +190,28 @@ def predict_probabilities(model: torch.nn.Module, images: torch.Tensor, batch_si
     return torch.cat(probabilities) if probabilities else torch.empty(0, 10)
 
 
-def predict_files(model: torch.nn.Module, paths) -> list[dict]:
-    """For each image file: the digit and the top-3 ``(digit, probability)`` pairs."""
-    prepared = [prepare(load_image(p), str(p)) for p in paths]
-    probs = predict_probabilities(model, torch.cat([p.tensor() for p in prepared]))
-    results = []
-    for path, row in zip(paths, probs):
-        top = torch.topk(row, 3)
-        results.append({
-            "image": str(path),
-            "digit": int(top.indices[0]),
-            "top3": [{"digit": int(d), "probability": float(p)} for p, d in zip(top.values, top.indices)],
-        })
+def predict_files(model: torch.nn.Module, paths, errors: str = "raise") -> list[dict]:
+    """For each image file: the digit and the top-3 ``(digit, probability)`` pairs.
+
+    A file that cannot be read as a digit raises :class:`ImageError` (``errors="raise"``),
+    or with ``errors="report"`` takes its place in the list as ``{"image": ..., "error": ...}``
+    so that every other file still gets its result (the command line's ``predict``)."""
+    if errors not in ("raise", "report"):
+        raise ValueError(f"errors must be 'raise' or 'report', got {errors!r}")
+    results, prepared = [], []
+    for path in paths:
+        try:
+            prepared.append(prepare(load_image(path), str(path)))
+            results.append({"image": str(path)})
+        except ImageError as exc:
+            if errors == "raise":
+                raise
+            results.append({"image": str(path), "error": str(exc)})
+    if prepared:
+        probs = iter(predict_probabilities(model, torch.cat([p.tensor() for p in prepared])))
+        for result in results:
+            if "error" not in result:
+                top = torch.topk(next(probs), 3)
+                result["digit"] = int(top.indices[0])
+                result["top3"] = [{"digit": int(d), "probability": float(p)} for p, d in zip(top.values, top.indices)]
     return results

@@ -25,7 +25,6 @@ from tqdm.auto import tqdm
 from . import checkpoint as ckpt
 from . import distributed, runfiles
 from .config import TrainConfig, describe_recipe, require_resolved, resolve_recipe, resume_config
-from .data import build_loaders, epoch_batches
 from .devices import (
     cudnn_autotune,
     describe_device,
@@ -37,6 +36,7 @@ from .devices import (
     synchronize,
 )
 from .errors import ConfigError, UserError
+from .loaders import build_loaders, epoch_batches
 from .model import AlexNet, parameter_count
 from .training import RunningLoss, evaluate, learning_rate, make_optimizer, train_steps
 

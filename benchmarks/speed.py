@@ -35,8 +35,9 @@ import torch
 from torch import nn
 
 from alexnet_tutorial.config import TrainConfig
-from alexnet_tutorial.data import TensorLoader, build_loaders, mnist_dataset, subset_indices
+from alexnet_tutorial.data import TensorLoader, mnist_dataset, subset_indices
 from alexnet_tutorial.devices import cudnn_autotune, describe_device, pick_device, synchronize
+from alexnet_tutorial.loaders import build_loaders
 from alexnet_tutorial.model import AlexNet
 from alexnet_tutorial.run import set_up
 from alexnet_tutorial.training import RunningLoss, evaluate, train_steps

@@ -40,13 +40,14 @@ def test_round_trip_gives_identical_predictions(seeded_model, make_checkpoint, t
 
 
 def test_checkpoint_is_self_describing(seeded_model, make_checkpoint, tmp_path):
-    path = make_checkpoint(seeded_model(width_mult=0.25), tmp_path / "run.pt", epoch=3, step=7,
-                           history=[{"epoch": 1, "train_loss": 1.5}])
+    record = {"epoch": 1, "train_loss": 1.5, "test_loss": 0.5, "test_accuracy": 0.9, "seconds": 2.0,
+              "images_per_s": 100.0}
+    path = make_checkpoint(seeded_model(width_mult=0.25), tmp_path / "run.pt", epoch=3, step=7, history=[record])
     state = load_checkpoint(path)
     assert state["format"] == ckpt.FORMAT and state["version"] == ckpt.VERSION
     assert state["arch"] == "AlexNet" and state["width_mult"] == 0.25
     assert (state["epoch"], state["step"]) == (3, 7)
-    assert state["history"] == [{"epoch": 1, "train_loss": 1.5}]
+    assert state["history"] == [record]
     assert state["config"]["width_mult"] == 0.25
     assert {"model", "optimizer", "rng", "running", "best", "run_id", "device", "precision"} <= set(state)
     assert "scheduler" not in state  # the learning rate is a function of the step: nothing to save

@@ -92,7 +92,7 @@ BAD_INPUTS = [
     (["evaluate"], "required: checkpoint"),
     (["predict", "{good}", "{missing_png}"], "{missing_png}: no such file"),
     (["predict", "{good}", "{text_png}"], "{text_png}: not an image PIL can read"),
-    (["predict", "{good}", "{digit}", "{dir}"], "is a folder, not an image"),
+    (["predict", "{good}", "{dir}"], "is a folder, not an image"),
     (["predict", "{missing_pt}", "{digit}"], "{missing_pt}: no such file"),
     (["predict", "{tensor}", "{digit}"], "not an alexnet-tutorial checkpoint"),
     (["predict", "{good}"], "required: IMAGE"),

@@ -40,7 +40,8 @@ def checkpoint_bytes(folder):
     cfg = TrainConfig(width_mult=0.05).resolved()
     optimizer = make_optimizer(model, cfg)
     state = training_state(model, optimizer, None, cfg, epoch=1, step=0,
-                           history=[{"epoch": 1, "train_loss": 2.0}], running={}, best={})
+                           history=[{"epoch": 1, "train_loss": 2.0, "test_loss": 1.9, "test_accuracy": 0.4}],
+                           running={"loss_sum": 0.0, "count": 0}, best={"epoch": 1, "accuracy": 0.4})
     path = save_checkpoint(state, folder / "small.pt")
     load_checkpoint(path)
     return path.read_bytes()

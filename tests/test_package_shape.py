@@ -69,7 +69,8 @@ def test_not_yet_names_only_modules_that_exist():
     ("def f():\n" + "    x = 1\n" * 49, []),
     ("def f():\n" + "    x = 1\n" * 50, ["f (51 lines, line 1)"]),
     ("@decorator\n@another\ndef f():\n" + "    x = 1\n" * 49, []),
-    ("def outer():\n    def inner():\n" + "        x = 1\n" * 50, ["outer (52 lines, line 1)", "inner (51 lines, line 2)"]),
+    ("def outer():\n    def inner():\n" + "        x = 1\n" * 50,
+     ["outer (52 lines, line 1)", "inner (51 lines, line 2)"]),
     ("class C:\n    def method(self):\n" + "        x = 1\n" * 50, ["method (51 lines, line 2)"]),
     ("async def f():\n" + "    x = 1\n" * 50, ["f (51 lines, line 1)"]),
 ])

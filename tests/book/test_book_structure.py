@@ -58,5 +58,6 @@ def test_notebooks_import_the_package_without_star(name):
     assert not any("import *" in source for source in sources)
     # A class statement named AlexNet redefines the model (one inside a string, written to a file
     # to show how the post's pickles break, does not).
-    classes = [node.name for source in sources for node in ast.walk(ast.parse(source)) if isinstance(node, ast.ClassDef)]
+    classes = [node.name for source in sources for node in ast.walk(ast.parse(source))
+               if isinstance(node, ast.ClassDef)]
     assert "AlexNet" not in classes, "the notebook redefines the model"
