@@ -168,7 +168,8 @@ def check_finite(run: RunState, setup: Setup, checkpoint) -> None:
     if math.isfinite(run.loss_sum):
         return
     done = run.epoch * setup.steps_per_epoch + run.step
-    kept = f"the last good checkpoint stays in {checkpoint}" if checkpoint is not None else "no checkpoint written"
+    kept = (f"the last good checkpoint stays in {checkpoint}" if checkpoint is not None and Path(checkpoint).exists()
+            else "no checkpoint was written")
     raise Diverged(f"training diverged: the loss is not finite by step {done:,} (epoch {run.epoch + 1}, learning "
                    f"rate {setup.lr_at(done - 1):g}); {kept}; try a lower --lr")
 
@@ -196,7 +197,7 @@ def run_epoch(setup: Setup, loader, cfg: TrainConfig, run: RunState, save, progr
         if first:
             setup.compile_seconds = time.perf_counter() - started
         check_finite(run, setup, save.path)
-        bar.set_postfix(loss=f"{running.mean():.4f}", refresh=False)
+        bar.set_postfix(loss=f"{run.loss_sum / max(run.count, 1):.4f}", refresh=False)
         if cfg.checkpoint_every and (done + n) % cfg.checkpoint_every == 0 and run.step < steps:
             save()
     bar.close()
