@@ -168,7 +168,7 @@ def check_finite(run: RunState, setup: Setup, checkpoint) -> None:
     if math.isfinite(run.loss_sum):
         return
     done = run.epoch * setup.steps_per_epoch + run.step
-    kept = f"the last good checkpoint stays in {checkpoint}" if checkpoint and Path(checkpoint).exists() else "no checkpoint"
+    kept = f"the last good checkpoint stays in {checkpoint}" if checkpoint and Path(checkpoint).exists() else "none"
     raise Diverged(f"training diverged: the loss is not finite by step {done:,} (epoch {run.epoch + 1}, learning "
                    f"rate {setup.lr_at(done - 1):g}); {kept}; try a lower --lr")
 
