@@ -80,15 +80,19 @@ def build_parser() -> argparse.ArgumentParser:
     from .config import TrainConfig
     from .devices import DEVICES, PRECISIONS
 
-    d = TrainConfig()
     parser = _Parser(prog="alexnet-tutorial", description="Train, evaluate and use an AlexNet on MNIST.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="{train,evaluate,predict}", parser_class=_Parser)
     sub.required = True
+    _add_train(sub.add_parser("train", help="train on MNIST and write a checkpoint"), TrainConfig(), DEVICES,
+               PRECISIONS)
+    _add_evaluate_and_predict(sub, DEVICES)
+    return parser
 
+
+def _add_train(t, d, devices, precisions) -> None:
     # Every setting defaults to None ("not given"), so that a resumed run can tell the flags
     # the user typed from the defaults.
-    t = sub.add_parser("train", help="train on MNIST and write a checkpoint")
     t.add_argument("--epochs", type=_positive_int, help=f"passes over the training set (default {d.epochs})")
     t.add_argument("--batch-size", type=_positive_int,
                    help="images per step, all processes together; under torchrun each takes an equal share "
@@ -97,8 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=_positive_float,
                    help="peak learning rate (default: follows the batch size, 0.05 at batch 128)")
     t.add_argument("--seed", type=_int, help=f"0 to 2**32-1 (default {d.seed})")
-    t.add_argument("--device", choices=DEVICES, help="default auto: CUDA, else MPS, else CPU")
-    t.add_argument("--precision", choices=PRECISIONS, help="default auto: bf16 or fp16 where native, else fp32")
+    t.add_argument("--device", choices=devices, help="default auto: CUDA, else MPS, else CPU")
+    t.add_argument("--precision", choices=precisions, help="default auto: bf16 or fp16 where native, else fp32")
     t.add_argument("--channels-last", type=_layout, metavar="{auto,on,off}",
                    help="NHWC memory layout (default auto: on for CUDA and CPU, off for MPS)")
     t.add_argument("--compile", action="store_true", default=None,
@@ -121,10 +125,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
     t.add_argument("--no-progress", action="store_true", help="no progress bars")
 
+
+def _add_evaluate_and_predict(sub, devices) -> None:
     e = sub.add_parser("evaluate", help="test accuracy and loss of a checkpoint")
     e.add_argument("checkpoint")
     e.add_argument("--data-dir", default=None)
-    e.add_argument("--device", choices=DEVICES, default="auto")
+    e.add_argument("--device", choices=devices, default="auto")
     e.add_argument("--json", action="store_true")
 
     p = sub.add_parser("predict", help="read the digit in each image file",
@@ -133,11 +139,10 @@ def build_parser() -> argparse.ArgumentParser:
                                    "status is 2 when any image failed.")
     p.add_argument("checkpoint")
     p.add_argument("images", nargs="+", metavar="IMAGE")
-    p.add_argument("--device", choices=DEVICES, default="auto")
+    p.add_argument("--device", choices=devices, default="auto")
     p.add_argument("--json", action="store_true",
                    help='print a JSON list on stdout, one object per image in order; an image that cannot be '
                         'read is {"image": ..., "error": ...} there (and its line goes to stderr too)')
-    return parser
 
 
 def _train(args, out, err) -> int:

@@ -168,9 +168,9 @@ def check_finite(run: RunState, setup: Setup, checkpoint) -> None:
     if math.isfinite(run.loss_sum):
         return
     done = run.epoch * setup.steps_per_epoch + run.step
-    kept = f"the last good checkpoint stays in {checkpoint}" if checkpoint and Path(checkpoint).exists() else "none"
+    kept = f"the last good checkpoint stays in {checkpoint}" if checkpoint and Path(checkpoint).exists() else ""
     raise Diverged(f"training diverged: the loss is not finite by step {done:,} (epoch {run.epoch + 1}, learning "
-                   f"rate {setup.lr_at(done - 1):g}); {kept}; try a lower --lr")
+                   f"rate {setup.lr_at(done - 1):g}); {kept or 'no checkpoint was written'}; try a lower --lr")
 
 
 def run_epoch(setup: Setup, loader, cfg: TrainConfig, run: RunState, save, progress: bool) -> tuple[float, int]:

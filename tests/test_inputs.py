@@ -98,7 +98,7 @@ EDITS = [
     ("optimizer", DELETE, "incomplete (no optimizer)"),
     ("optimizer.param_groups", DELETE, "incomplete (no optimizer.param_groups)"),
     ("optimizer.state", [], "optimizer.state of the wrong type"),
-    ("scheduler", [0.1], "scheduler of the wrong type: expected a dict, got list"),
+    ("scaler", [0.1], "scaler of the wrong type: expected a dict, got list"),
     ("scaler", 2.0, "scaler of the wrong type"),
     ("rng", DELETE, "incomplete (no rng)"),
     ("rng.torch", DELETE, "incomplete (no rng.torch)"),

@@ -39,7 +39,8 @@ def private_imports(source: str) -> list[str]:
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.ImportFrom) and (node.level > 0 or (node.module or "").startswith("alexnet_tutorial")):
             found += [f"from {'.' * node.level}{node.module or ''} import {alias.name}"
-                      for alias in node.names if alias.name.startswith("_")]
+                      for alias in node.names
+                      if alias.name.startswith("_") and not alias.name.endswith("__")]
     return found
 
 

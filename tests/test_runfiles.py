@@ -179,10 +179,10 @@ def test_numeric_flags_out_of_range_are_one_line(tmp_path, flags, words):
 def test_a_width_too_large_for_memory_is_refused_before_allocating(tmp_path, monkeypatch):
     monkeypatch.setattr(run, "memory_of", lambda device: 2**30)  # a machine with 1 GiB
     monkeypatch.setattr(run, "AlexNet", lambda **k: pytest.fail("allocated the network"))
-    status, _, err = cli_run("train", *TINY[:4], "--width-mult", "4", "--no-progress", "--out",
+    status, _, err = cli_run("train", *TINY[:4], "--width-mult", "8", "--no-progress", "--out",
                              str(tmp_path / "run.pt"))
     line = _one_line_error(err)
-    assert status == 2 and "61,798,410 parameters" in line and "1.0 GiB" in line
+    assert status == 2 and "247,132,170 parameters" in line and "1.0 GiB" in line
 
 
 def test_a_diverging_run_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
@@ -193,7 +193,7 @@ def test_a_diverging_run_stops_naming_the_step_and_keeps_the_last_good_checkpoin
     monkeypatch.setattr(training.RunningLoss, "add", lambda self, loss, n: real_add(self, loss * float("nan"), n))
     status, _, err = cli_run("train", "--resume", str(out), "--epochs", "3", "--no-progress")
     line = _one_line_error(err)
-    assert status == 2 and "diverged" in line and "step 5" in line and "learning rate" in line
+    assert status == 2 and "diverged" in line and "step 6" in line and "learning rate" in line
     assert out.read_bytes() == good
 
 
@@ -202,15 +202,16 @@ def test_a_diverging_run_stops_naming_the_step_and_keeps_the_last_good_checkpoin
 
 def test_the_summary_names_no_best_file_that_does_not_exist(tmp_path):
     out = tmp_path / "run.pt"
-    assert cli_run("train", *TINY, "--out", str(out))[0] == 0
+    assert cli_run("train", *TINY[:2], "--epochs", "2", *TINY[4:], "--out", str(out))[0] == 0
     ckpt.best_path(out).unlink()
     state = ckpt.load_checkpoint(out)
-    state["best"]["accuracy"] = 1.0  # an epoch no later one can beat, whose weights are nowhere
+    state["best"] = {"epoch": 1, "accuracy": 1.0}  # an epoch no later one beats, whose weights are nowhere
     ckpt.save_checkpoint(state, out)
-    status, text, err = cli_run("train", "--resume", str(out), "--epochs", "2", "--no-progress", "--json")
+    status, text, err = cli_run("train", "--resume", str(out), "--epochs", "3", "--no-progress", "--json")
     assert status == 0, err
     summary = json.loads(text)
-    assert summary["best_checkpoint"] is None and not ckpt.best_path(out).exists()
+    assert summary["best_epoch"] == 1 and summary["best_checkpoint"] is None
+    assert not ckpt.best_path(out).exists()
 
 
 # 11. Orphan temporary files

@@ -318,15 +318,19 @@ def test_code_after_the_recipe_refuses_an_unresolved_config(seeded_model, train_
 
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf])
-def test_a_loss_that_is_no_longer_a_number_is_named_with_the_step_and_rate(bad):
+def test_a_loss_that_is_no_longer_a_number_is_named_with_the_step_and_rate(bad, tmp_path):
     setup = run_mod.Setup(device=CPU, precision="fp32", channels_last=False, net=None, optimizer=None, scaler=None,
                           loss_fn=None, lr_at=lambda step: 10.0 if step == 5 else 0.0, steps_per_epoch=4)
-    run_mod.check_finite(RunState(epoch=1, step=2, loss_sum=1e6, count=64), setup, "run.pt")  # finite: on it goes
+    saved = tmp_path / "run.pt"
+    run_mod.check_finite(RunState(epoch=1, step=2, loss_sum=1e6, count=64), setup, saved)  # finite: on it goes
     with pytest.raises(run_mod.Diverged) as info:
-        run_mod.check_finite(RunState(epoch=1, step=2, loss_sum=bad, count=64), setup, "run.pt")
+        run_mod.check_finite(RunState(epoch=1, step=2, loss_sum=bad, count=64), setup, saved)
     assert isinstance(info.value, UserError)  # the user's to fix: one line from the command line
     assert str(info.value) == ("training diverged: the loss is not finite by step 6 (epoch 2, learning rate 10); "
-                               "the last good checkpoint stays in run.pt; try a lower --lr")
+                               "no checkpoint was written; try a lower --lr")
+    saved.write_bytes(b"a checkpoint")
+    with pytest.raises(run_mod.Diverged, match=f"the last good checkpoint stays in {saved}; try a lower --lr"):
+        run_mod.check_finite(RunState(epoch=1, step=2, loss_sum=bad, count=64), setup, saved)
 
 
 def test_a_run_whose_loss_diverges_stops_before_it_writes_a_checkpoint(train_sample, small_eval, monkeypatch,
