@@ -3,6 +3,7 @@ one line (runfiles.py, and the run's checks before training). Each test is a fau
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -163,6 +164,21 @@ def test_ctrl_c_at_start_up_gives_one_line_and_status_130(tmp_path):
     _, err = process.communicate(timeout=60)
     assert process.returncode == 130, err
     assert "interrupted" in _one_line_error(err)
+
+
+def test_a_full_disk_names_the_file_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    out = tmp_path / "run.pt"
+    assert cli_run("train", *TINY, "--out", str(out))[0] == 0
+    before = out.read_bytes()
+
+    def full_disk(state, path):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ckpt, "save_checkpoint", full_disk)
+    status, _, err = cli_run("train", "--resume", str(out), "--epochs", "2", "--no-progress")
+    line = _one_line_error(err)
+    assert status == 2 and "No space left on device" in line and f"cannot write {tmp_path}" in line
+    assert out.read_bytes() == before
 
 
 # 7. Numbers that cannot run
