@@ -101,7 +101,10 @@ def load_weights(model: nn.Module, path_or_state, path=None) -> nn.Module:
 
 def _put_weights(model: nn.Module, weights: dict, name, assign: bool = False) -> None:
     """``model.load_state_dict(weights)``, a misfit reported in one line naming the file.
-    ``assign`` puts the saved tensors themselves in place (for a network built on the meta device)."""
+    ``assign`` puts the saved tensors in place (for a network built on the meta device), in the
+    plain layout a freshly built network has, whatever layout they were saved in."""
+    if assign:
+        weights = {key: value.clone(memory_format=torch.contiguous_format) for key, value in weights.items()}
     try:
         model.load_state_dict(weights, assign=assign)
     except (RuntimeError, KeyError, TypeError) as exc:

@@ -236,3 +236,17 @@ def test_a_0_1_0_checkpoint_resumes_to_a_longer_run(data_dir, small_test_set, tm
     assert {k: new["config"][k] for k in ("batch_size", "lr", "dropout", "subset", "width_mult")} == {
         k: old["config"][k] for k in ("batch_size", "lr", "dropout", "subset", "width_mult")}  # its own recipe
     assert not all(torch.equal(new["model"][k], v) for k, v in old["model"].items())  # it trained on
+
+
+def test_a_channels_last_checkpoint_loads_to_the_same_predictions_as_by_hand(make_checkpoint, tmp_path):
+    """Chapter 5 loads a network with load_model and again by hand with load_state_dict; a run
+    trained in the channels_last layout saves its weights so, and both must predict alike."""
+    torch.manual_seed(0)
+    model = AlexNet(width_mult=0.25).to(memory_format=torch.channels_last)
+    path = make_checkpoint(model, tmp_path / "nhwc.pt")
+    loaded = ckpt.load_model(path)
+    by_hand = AlexNet(width_mult=0.25)
+    by_hand.load_state_dict(ckpt.load_checkpoint(path)["model"])
+    images = torch.randn(32, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.equal(loaded(images), by_hand.eval()(images))
