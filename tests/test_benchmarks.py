@@ -49,11 +49,11 @@ def test_speed_stops_a_pipeline_at_the_target_and_times_the_crossing(tmp_path, d
 
 def test_speed_package_1ep_trains_one_epoch_with_the_one_epoch_recipe(tmp_path, data_dir):
     out = tmp_path / "speed.json"
-    text = run("speed.py", "--pipelines", "original", "package", "package-1ep", "--subset", "2048", "--epochs", "2",
-               "--eval-every", "1", "--device", "cpu", "--data-dir", str(data_dir), "--json", str(out))
-    assert "package vs original" in text and "package-1ep vs original" in text
-    original, package, short = json.loads(out.read_text())["results"]
-    assert (original["images"], package["images"], short["images"]) == (4096, 4096, 2048)
+    # (the side-by-side ratio against the original is test_speed_smoke's; not trained again here)
+    run("speed.py", "--pipelines", "package", "package-1ep", "--subset", "2048", "--epochs", "2",
+        "--eval-every", "1", "--device", "cpu", "--data-dir", str(data_dir), "--json", str(out))
+    package, short = json.loads(out.read_text())["results"]
+    assert (package["images"], short["images"]) == (4096, 2048)
     assert package["config"]["epochs"] == 2 and short["config"]["epochs"] == 1 and len(short["curve"]) == 1
     # The automatic recipe follows each run's own length (resolve_recipe).
     from alexnet_tutorial.config import TrainConfig
