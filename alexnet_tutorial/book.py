@@ -108,6 +108,34 @@ def show_source(obj, fields_only: bool = False):
     return Code(source, language="python")
 
 
+def table(header, rows):
+    """A table for a notebook's output: ``header`` is the column names, ``rows`` an iterable of
+    rows (each an iterable of cells, formatted with ``str``). Returns Markdown, which JupyterLab
+    and Colab show as a table and the built book renders as an HTML ``<table>`` (``_config.yml``
+    reads cell outputs as MyST). A ``|`` inside a cell is escaped so that it cannot split one.
+    """
+    from IPython.display import Markdown
+
+    def line(cells):
+        return "| " + " | ".join(str(c).replace("|", "\\|").replace("\n", " ") for c in cells) + " |"
+
+    header = list(header)
+    rows = [list(row) for row in rows]
+    for row in rows:
+        if len(row) != len(header):
+            raise ValueError(f"a row has {len(row)} cells, the header {len(header)}: {row}")
+    return Markdown("\n".join([line(header), line(["---"] * len(header))] + [line(r) for r in rows]))
+
+
+def claim(holds: bool, sentence: str) -> None:
+    """Fail, naming ``sentence``, unless ``holds``: the prose beside a cell says ``sentence``
+    (\"the most\", \"faster than\", \"no better than\"), and the outputs must keep supporting it.
+    A re-execution whose numbers no longer do stops there instead of publishing the sentence."""
+    if not holds:
+        raise AssertionError(f"the outputs no longer support the prose: {sentence!r}; "
+                             f"change the sentence or find out what changed")
+
+
 GLUE_MIME_PREFIX = "application/papermill.record/"  # where myst-nb's glue keeps a value
 
 
