@@ -23,6 +23,9 @@ from .model import CONV_LAYERS, feature_maps, layer_table
 # Pixels per inch of every picture. A page shows a PNG at its own width, or narrower where the
 # column is narrower: at 120 a figure's 10-point text is about as large as the page's text.
 DPI = 120
+# Inches: no wider than the book's 735-px column at DPI, so the page shows a figure unscaled and
+# its smallest text, SMALL points (13 px), stays legible (tests/test_figures_legible.py).
+WIDTH, SMALL = 6.0, 8
 
 
 class BookFigure(Figure):
@@ -55,10 +58,11 @@ def _pixels(image: torch.Tensor) -> np.ndarray:
     return x.clamp(0, 1).numpy()
 
 
-def _grid(n: int, cols: int, size: float = 1.1, title_lines: int = 1):
+def _grid(n: int, cols: int, title_lines: int = 1):
     rows = math.ceil(n / cols)
-    height = rows * size * (1 + 0.2 * title_lines)  # room for each image's title
-    fig, axes = _figure(rows, cols, figsize=(cols * size, height), squeeze=False)
+    size = WIDTH / cols  # inches per image
+    height = rows * (size + 0.2 * title_lines)  # room for each image's title
+    fig, axes = _figure(rows, cols, figsize=(WIDTH, height), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     return fig, axes.flat
@@ -70,7 +74,7 @@ def sample_grid(images: torch.Tensor, labels: torch.Tensor, n: int = 32, cols: i
     fig, axes = _grid(n, cols)
     for ax, image, label in zip(axes, images[:n], labels[:n]):
         ax.imshow(_pixels(image), cmap="gray", vmin=0, vmax=1)
-        ax.set_title(str(int(label)), fontsize=10)
+        ax.set_title(str(int(label)), fontsize=10, pad=2)
     fig.tight_layout()
     return fig
 
@@ -84,14 +88,14 @@ def learning_curves(history: list[dict], floors: dict[str, float] | None = None)
     (the least value a loss can reach), so that the reader sees how far each curve can fall.
     """
     epochs = [h["epoch"] for h in history]
-    fig, (loss_ax, acc_ax) = _figure(1, 2, figsize=(10, 3.6))
+    fig, (loss_ax, acc_ax) = _figure(2, 1, figsize=(WIDTH, 5.4), sharex=True)  # one above the other
     loss_ax.plot(epochs, [h["train_loss"] for h in history], "o-", color="C0",
                  label="train loss (smoothed, epoch mean)")
     loss_ax.plot(epochs, [h["test_loss"] for h in history], "s-", color="C1", label="test loss (plain)")
     for i, (label, value) in enumerate((floors or {}).items()):
         loss_ax.axhline(value, color=f"C{i}", linestyle="--", linewidth=1, label=label)
-    loss_ax.set(ylim=(0, None), xlabel="epoch", ylabel="loss (nats)")
-    loss_ax.legend(fontsize=8)
+    loss_ax.set(ylim=(0, None), ylabel="loss (nats)")
+    loss_ax.legend(fontsize=SMALL + 1)
     acc_ax.plot(epochs, [100 * h["test_accuracy"] for h in history], "o-", color="C2")
     acc_ax.set(xlabel="epoch", ylabel="test accuracy (%)")
     for ax in (loss_ax, acc_ax):
@@ -103,7 +107,7 @@ def learning_curves(history: list[dict], floors: dict[str, float] | None = None)
 
 def learning_rate_schedule(rates: list[float], steps_per_epoch: int):
     """The learning rate at every optimizer step, against epochs (chapter "Training")."""
-    fig, ax = _figure(figsize=(7, 2.8))
+    fig, ax = _figure(figsize=(WIDTH, 2.6))
     ax.plot([step / steps_per_epoch for step in range(len(rates))], rates)
     ax.set(xlabel="epoch", ylabel="learning rate")
     ax.grid(alpha=0.3)
@@ -114,13 +118,13 @@ def learning_rate_schedule(rates: list[float], steps_per_epoch: int):
 def prediction_grid(images: torch.Tensor, labels: torch.Tensor, predictions: torch.Tensor,
                     cols: int = 8):
     """Each image titled with the predicted digit; a wrong prediction is titled in red with
-    the true label beside it (chapter "Predictions")."""
-    fig, axes = _grid(len(images), cols)
+    the true label under it, and framed in red (chapter "Predictions")."""
+    fig, axes = _grid(len(images), cols, title_lines=2)
     for ax, image, label, pred in zip(axes, images, labels, predictions):
         ax.imshow(_pixels(image), cmap="gray", vmin=0, vmax=1)
         wrong = int(pred) != int(label)
-        title = f"{int(pred)} (true {int(label)})" if wrong else str(int(pred))
-        ax.set_title(title, fontsize=9, color="red" if wrong else "black",
+        title = f"{int(pred)}\ntrue {int(label)}" if wrong else str(int(pred))
+        ax.set_title(title, fontsize=SMALL + 1, pad=2, color="red" if wrong else "black",
                      fontweight="bold" if wrong else "normal")
         if wrong:
             ax.axis("on")
@@ -142,14 +146,14 @@ def confusion_figure(matrix: torch.Tensor):
     from matplotlib.colors import LogNorm
 
     counts = matrix.cpu().numpy()
-    fig, ax = _figure(figsize=(6.2, 5.4))
+    fig, ax = _figure(figsize=(WIDTH - 0.2, 5.0))
     shown = ax.imshow(np.maximum(counts, 0.5), cmap="Blues", norm=LogNorm(vmin=0.5, vmax=max(counts.max(), 1)))
     n = counts.shape[0]
     for i in range(n):
         for j in range(n):
             if counts[i, j]:
                 dark = counts[i, j] > counts.max() ** 0.5
-                ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=8,
+                ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=SMALL,
                         color="white" if dark else "black")
     ax.set(xticks=range(n), yticks=range(n), xlabel="predicted digit", ylabel="true digit")
     fig.colorbar(shown, ax=ax, label="images (log scale)")
@@ -165,15 +169,15 @@ def confident_mistakes(images: torch.Tensor, labels: torch.Tensor, probabilities
     wrong = torch.nonzero(predicted != labels).flatten()
     order = wrong[torch.argsort(confidence[wrong], descending=True)][:n]
     if len(order) == 0:
-        fig, ax = _figure(figsize=(4, 1))
+        fig, ax = _figure(figsize=(3, 0.6))
         ax.axis("off")
         ax.text(0.5, 0.5, "no mistakes", ha="center", va="center")
         return fig
-    fig, axes = _grid(len(order), cols, size=1.3, title_lines=2)
+    fig, axes = _grid(len(order), cols, title_lines=2)
     for ax, i in zip(axes, order.tolist()):
         ax.imshow(_pixels(images[i]), cmap="gray", vmin=0, vmax=1)
         ax.set_title(f"{int(predicted[i])} {100 * float(confidence[i]):.0f}%\ntrue {int(labels[i])}",
-                     fontsize=9, color="red")
+                     fontsize=SMALL + 1, pad=2, color="red")
     fig.tight_layout()
     return fig
 
@@ -185,7 +189,7 @@ def probabilities_figure(probs: torch.Tensor, label, image: torch.Tensor | None 
     probs = torch.as_tensor(probs).float().flatten()
     label, predicted = int(label), int(probs.argmax())
     if image is not None:
-        fig, (left, ax) = _figure(1, 2, figsize=(5.6, 2.5), layout="constrained", width_ratios=[1, 2.2])
+        fig, (left, ax) = _figure(1, 2, figsize=(WIDTH - 0.4, 2.5), layout="constrained", width_ratios=[1, 2.2])
         left.imshow(_pixels(image), cmap="gray", vmin=0, vmax=1)
         left.set_axis_off()
     else:
@@ -209,12 +213,14 @@ def preparation_steps(prepared, probabilities: torch.Tensor | None = None, title
              ("ink, inverted" if prepared.inverted else "ink", prepared.ink),
              ("cropped to the ink", prepared.cropped),
              ("28 x 28, MNIST-style", prepared.digit)]
-    fig, axes = _figure(1, 5, figsize=(12, 2.6), gridspec_kw={"width_ratios": [1, 1, 1, 1, 1.2]})
-    for ax, (name, pixels) in zip(axes, steps):
+    fig = BookFigure(figsize=(WIDTH, 4.6))  # two rows of three (the bars two wide): the column holds it
+    named = fig.subplot_mosaic([["0", "1", "2"], ["3", "bars", "bars"]])
+    for i, (name, pixels) in enumerate(steps):
+        ax = named[str(i)]
         ax.imshow(pixels, cmap="gray", vmin=0, vmax=1)
-        ax.set_title(name, fontsize=9)
+        ax.set_title(name, fontsize=10)
         ax.set(xticks=[], yticks=[])
-    bars = axes[-1]
+    bars = named["bars"]
     if probabilities is not None:
         top = torch.topk(probabilities, 3)
         names = [str(int(d)) for d in top.indices]
@@ -225,7 +231,7 @@ def preparation_steps(prepared, probabilities: torch.Tensor | None = None, title
     else:
         bars.axis("off")
     if title:
-        fig.suptitle(title, fontsize=11)
+        fig.suptitle(title, fontsize=12)
     fig.tight_layout()
     return fig
 
@@ -239,9 +245,9 @@ def network_diagram(model: torch.nn.Module, input_shape: tuple[int, ...] = (1, 1
 
     rows = layer_table(model, input_shape)
     boxes = [("input", tuple(input_shape[1:]), None)] + [(r["layer"], r["output_shape"], r["params"]) for r in rows]
-    fig, ax = _figure(figsize=(1.15 * len(boxes), 2.8))
-    ax.set_xlim(-0.6, len(boxes) - 0.4)
-    ax.set_ylim(-1.15, 1.15)
+    fig, ax = _figure(figsize=(WIDTH, 2.9))  # on a phone the page scrolls it in its box (custom.css)
+    ax.set_xlim(-0.5, len(boxes) - 0.5)
+    ax.set_ylim(-1.25, 1.15)
     ax.axis("off")
     side, right = input_shape[-1], None  # right: the right edge of the previous box
     for i, (name, shape, params) in enumerate(boxes):
@@ -253,15 +259,15 @@ def network_diagram(model: torch.nn.Module, input_shape: tuple[int, ...] = (1, 1
         ax.add_patch(FancyBboxPatch((i - width / 2, -height / 2), width, height, boxstyle="round,pad=0.02",
                                     facecolor=color, edgecolor="black", alpha=0.6 if params else 1.0,
                                     gid="input" if params is None else "layer"))
-        ax.text(i, 0.95, name, ha="center", va="bottom", fontsize=9, fontweight="bold")
-        ax.text(i, -0.95, "x".join(str(d) for d in shape), ha="center", va="top", fontsize=8)
+        ax.text(i, 0.95, name, ha="center", va="bottom", fontsize=10, fontweight="bold")
+        ax.text(i, -0.95, "x".join(str(d) for d in shape), ha="center", va="top", fontsize=SMALL)
         if params is not None:
-            ax.text(i, -1.13, f"{params:,}", ha="center", va="top", fontsize=7, color="0.35")
+            ax.text(i, -1.2, f"{params:,}", ha="center", va="top", fontsize=SMALL, color="0.3")
         if right is not None:
             ax.annotate("", xy=(i - width / 2 - 0.04, 0), xytext=(right + 0.04, 0), arrowprops=dict(arrowstyle="->"))
         right = i + width / 2
-    ax.set_title("output shape (channels x height x width, or features) and parameters of each layer",
-                 fontsize=9)
+    ax.set_title("each layer's output shape (channels x height x width, or features)\n"
+                 "and its number of parameters", fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -272,16 +278,16 @@ def filter_change(before: torch.Tensor, after: torch.Tensor):
     filter kept its pattern and only grew or shrank. ``before`` and ``after`` are C x ... weights."""
     a, b = before.detach().float().cpu().flatten(1), after.detach().float().cpu().flatten(1)
     index = np.arange(len(a))
-    fig, (size_ax, cos_ax) = _figure(1, 2, figsize=(10, 3.2))
+    fig, (size_ax, cos_ax) = _figure(2, 1, figsize=(WIDTH, 4.8), sharex=True)  # one above the other
     size_ax.bar(index - 0.2, a.norm(dim=1).numpy(), width=0.4, label="before training", color="0.6")
     size_ax.bar(index + 0.2, b.norm(dim=1).numpy(), width=0.4, label="after training", color="C0")
     size_ax.set_ylim(0, 1.3 * float(max(a.norm(dim=1).max(), b.norm(dim=1).max())))  # room for the legend
     size_ax.set_ylabel("size (L2 norm)")
-    size_ax.legend(fontsize=8)
+    size_ax.legend(fontsize=SMALL + 1, ncols=2, loc="upper left")
     cos_ax.bar(index, torch.nn.functional.cosine_similarity(a, b, dim=1).numpy(), color="C2")
     cos_ax.set(ylim=(0, 1.05), ylabel="cosine(before, after)")
+    cos_ax.set_xlabel("filter")
     for ax in (size_ax, cos_ax):
-        ax.set_xlabel("filter")
         ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
     return fig
@@ -297,13 +303,14 @@ def filters_figure(model: torch.nn.Module):
     limit = float(weights.abs().max()) or 1.0
     cols = 8
     rows = math.ceil(len(weights) / cols)
-    fig, axes = _figure(rows, cols, figsize=(cols * 0.8, rows * 0.8 + 0.5), layout="constrained", squeeze=False)
+    size = WIDTH / cols  # inches per filter
+    fig, axes = _figure(rows, cols, figsize=(WIDTH, rows * (size + 0.2) + 0.4), layout="constrained", squeeze=False)
     fig.suptitle(f"layer1: {len(weights)} filters of 3x3 (red positive, blue negative)")
     for i, ax in enumerate(axes.flat):
         ax.set_axis_off()
         if i < len(weights):
             ax.imshow(weights[i].numpy(), cmap="RdBu_r", vmin=-limit, vmax=limit)
-            ax.set_title(str(i), fontsize=8)
+            ax.set_title(str(i), fontsize=SMALL + 1)
     return fig
 
 
@@ -331,7 +338,7 @@ def feature_maps_figure(model: torch.nn.Module, image: torch.Tensor, layer: str,
         raise ValueError(f"layer must be one of {', '.join(CONV_LAYERS)}, got {layer!r}")
     maps = feature_maps(model, image.reshape(1, 1, 28, 28))[layer][0]
     # Small in inches, so that the text stays legible when a phone scales the picture down.
-    fig, (left, right) = _figure(1, 2, figsize=(6.4, 3.4), layout="constrained", width_ratios=[1, 3])
+    fig, (left, right) = _figure(1, 2, figsize=(WIDTH, 3.2), layout="constrained", width_ratios=[1, 3])
     left.imshow(_pixels(image), cmap="gray", vmin=0, vmax=1)
     left.set_title("input" if label is None else f"input (label {int(label)})")
     left.set_axis_off()
