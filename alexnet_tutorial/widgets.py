@@ -116,11 +116,10 @@ class _LiveFeatureMaps:
         self.index.observe(self.draw, names="value")
         self.layer.observe(self.draw, names="value")
 
-    def go_live(self, box: Viewer, saved: list[int], _change=None) -> None:
-        """Turn ``box``, the saved viewer, into the live one, on the saved image it shows."""
-        i = saved[min(self.index.value, len(saved) - 1)]  # the image on show, now as an index into all of them
-        self.index.max = len(self.images) - 1
-        self.index.value = i
+    def go_live(self, box: Viewer, saved: list[int], position: widgets.SelectionSlider, _change=None) -> None:
+        """Turn ``box``, the saved viewer, into the live one, on the saved image it shows
+        (``position``, the saved viewer's slider, says which of ``saved`` that is)."""
+        self.index.value = saved[position.index or 0]
         self.start()
         box.children = self.children
 
@@ -144,18 +143,21 @@ def feature_map_viewer(model: torch.nn.Module, images: torch.Tensor, labels: tor
 def _saved_feature_maps(live: _LiveFeatureMaps, saved: list[int], summary: str) -> Viewer:
     """The viewer a saved page shows: the pictures of ``saved`` in every layer, linked to
     ``live``'s controls in the browser, until a control's first change goes live."""
-    index, layer = live.index, live.layer
+    layer = live.layer
+    # The slider steps through the saved images and reads out each one's test-image number, as
+    # the caption and the live slider do (not its position among the saved ones, from 0).
+    index = widgets.SelectionSlider(options=[(str(i), n) for n, i in enumerate(saved)], index=0,
+                                    description="image")
     # One Stack per layer, each holding every saved image; the outer Stack picks the layer.
     by_layer = widgets.Stack([widgets.Stack([widgets.VBox([
-        widgets.HTML(f"Saved image {n + 1} of {len(saved)}: test " + live.describe(i, name)),
+        widgets.HTML("Test " + live.describe(i, name) + f" (saved picture {n + 1} of {len(saved)})"),
         _image_widget(saved_png(live.figure(i, name)))]) for n, i in enumerate(saved)], selected_index=0)
         for name in CONV_LAYERS], selected_index=0)
-    index.max = len(saved) - 1
     box = Viewer([_controls(index, layer), by_layer], bytes(by_layer.children[0].children[0].children[1].value),
                  summary)
     box.links = [widgets.jslink((layer, "index"), (by_layer, "selected_index"))]
-    box.links += [widgets.jslink((index, "value"), (stack, "selected_index")) for stack in by_layer.children]
-    _saved_states(box, [index, layer], functools.partial(live.go_live, box, saved))
+    box.links += [widgets.jslink((index, "index"), (stack, "selected_index")) for stack in by_layer.children]
+    _saved_states(box, [index, layer], functools.partial(live.go_live, box, saved, index))
     return box
 
 
@@ -190,7 +192,8 @@ class _LivePredictions:
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, probs: torch.Tensor, show):
         self.images, self.labels, self.probs, self.predicted = images, labels, probs, probs.argmax(1)
         self.which = widgets.Dropdown(options=CHOICES, value=show, description="show")
-        self.index = widgets.IntSlider(value=0, min=0, max=0, description="image")
+        # The caption says "n of N", counting from 1: a readout counting from 0 would contradict it.
+        self.index = widgets.IntSlider(value=0, min=0, max=0, description="image", readout=False)
         self.caption = widgets.HTML()
         self.picture = _image_widget()
         self.children = [_controls(self.which, self.index), self.caption, self.picture]
@@ -273,7 +276,8 @@ def _saved_predictions(live: _LivePredictions, saved: list[int], summary: str) -
     saved_t = torch.tensor(saved)
     pictures = {i: _image_widget(saved_png(live.figure(i))) for i in saved}
     per_choice = [saved_t[_matches(value, saved_t, live.labels, live.predicted)].tolist() for _, value in CHOICES]
-    sliders = [widgets.IntSlider(value=0, min=0, max=max(len(c) - 1, 0), description="image", disabled=not c)
+    sliders = [widgets.IntSlider(value=0, min=0, max=max(len(c) - 1, 0), description="image", disabled=not c,
+                                 readout=False)  # the caption counts "n of N saved" from 1
                for c in per_choice]
     stacks = [widgets.Stack([widgets.VBox([widgets.HTML(f"{n + 1} of {len(c)} saved: " + live.describe(i)),
                                            pictures[i]]) for n, i in enumerate(c)]

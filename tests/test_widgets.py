@@ -98,14 +98,14 @@ def test_saved_feature_maps_follow_the_controls_in_the_browser(model, data):
     saved = [3, 7]
     viewer = w.feature_map_viewer(model, images, labels, saved=saved)
     (index, layer), by_layer = viewer.children[0].children, viewer.children[1]
-    assert index.max == len(saved) - 1
+    assert list(index.options) == [(str(i), n) for n, i in enumerate(saved)]  # reads out the test image's number
     assert linked(viewer, (layer, "index"), (by_layer, "selected_index"))
     assert len(by_layer.children) == len(CONV_LAYERS)
     pngs = set()
     for name, stack in zip(CONV_LAYERS, by_layer.children):
-        assert linked(viewer, (index, "value"), (stack, "selected_index"))
+        assert linked(viewer, (index, "index"), (stack, "selected_index"))
         pictures = saved_pictures(stack)
-        assert [f"test image {i}, true label <b>{int(labels[i])}</b>, {name}" in text
+        assert [f"Test image {i}, true label <b>{int(labels[i])}</b>, {name}" in text
                 for (text, _), i in zip(pictures, saved)] == [True] * len(saved)
         pngs.update(png for _, png in pictures)
     assert len(pngs) == len(saved) * len(CONV_LAYERS)  # every layer of every image its own picture
@@ -156,6 +156,7 @@ def test_prediction_explorer_steps_through_a_choice(model, data):
     explorer = w.prediction_explorer(model, images, labels, saved=[])
     (which, index), caption, picture = parts(explorer)
     assert bytes(picture.value).startswith(PNG) and caption.value.startswith(f"1 of {len(images)}:")
+    assert not index.readout  # the caption counts from 1; a readout from 0 beside it would contradict it
     first = picture.value
     index.value = 3
     assert picture.value != first and "test image 3," in caption.value
@@ -229,7 +230,7 @@ def test_saved_predictions_follow_each_choice_in_the_browser(model, data):
         if not expected:
             assert slider.disabled and "No saved image" in stack.children[0].value
             continue
-        assert slider.max == len(expected) - 1
+        assert slider.max == len(expected) - 1 and not slider.readout  # the caption counts
         captions = [text for text, png in saved_pictures(stack)]
         assert [f"test image {i}, true label <b>{int(labels[i])}</b>, predicted <b>{int(predicted[i])}</b>" in text
                 for text, i in zip(captions, expected)] == [True] * len(expected)
