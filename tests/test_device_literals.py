@@ -43,6 +43,11 @@ class Allowed:
 ALLOWED = [
     Allowed("book/05_saving.ipynb", "map_location='cpu'", "",
             "loads a checkpoint by hand onto the CPU, where a file from any machine can be read"),
+    Allowed("book/07_errata.ipynb", "old='cpu'", "retag",
+            "erratum 17 writes a file as a GPU machine would: it renames the storages' device tags"),
+    Allowed("book/07_errata.ipynb", "new='cuda:0'", "retag", "the same renaming"),
+    Allowed("book/07_errata.ipynb", "map_location='cpu'", "",
+            "erratum 17's fix: a file written on a GPU machine, loaded on any machine"),
     Allowed("book/08_speed.ipynb", "torch.device('cpu')", "",
             "the Speed chapter measures the CPU itself: its timings are CPU figures on every runtime"),
     Allowed("alexnet_tutorial/checkpoint.py", "map_location='cpu'", "load_checkpoint",
