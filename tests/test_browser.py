@@ -170,11 +170,24 @@ CHECK_PAGE = """([views, width]) => {
     widgetImages: document.querySelectorAll("img.widget-image").length,
     overflow: document.documentElement.scrollWidth - width,  // a phone widens its layout to fit
     theme: document.documentElement.dataset.theme,
+    // What a reader of the text sees: no table left as a paragraph of pipes, every computed
+    // figure numbered and captioned, source listings keeping their indentation, no machinery.
+    pipeText: Array.from(document.querySelectorAll("article p")).filter(
+      p => p.textContent.trim().startsWith("|")).length,
+    outputTables: document.querySelectorAll(".cell_output table").length,
+    uncaptioned: Array.from(document.querySelectorAll(".cell_output img:not(.widget-image)")).filter(
+      i => !(i.closest("figure") && i.closest("figure").querySelector("figcaption"))).length,
+    wrappedSource: Array.from(document.querySelectorAll(".cell_input pre, .output.text_html .highlight pre")).filter(
+      p => getComputedStyle(p).whiteSpace !== "pre").length,
+    machinery: (document.querySelector("article") || document.body).innerText.match(
+      /ALEXNET_TUTORIAL_QUICK|\/tmp\/[^\s]*/g) || [],
   };
 }"""
 
 
 PAGES = toc_files()
+# The chapters whose cells compute tables (alexnet_tutorial.book.table).
+PAGES_WITH_TABLES = {"book/03_model", "book/04_training", "book/06_predictions", "book/07_errata", "book/08_speed"}
 
 
 @pytest.mark.parametrize("file", PAGES or [pytest.param("", marks=pytest.mark.skip(reason="no _toc.yml yet"))])
@@ -205,6 +218,16 @@ def test_page_reads_well_offline(browser, server, book_html, screenshots, file):
             failures.append(f"{view}: {state['unrendered']} of {state['views']} saved widgets did not render")
         if state["overflow"] > 0:
             failures.append(f"{view}: the page scrolls sideways by {state['overflow']} px")
+        if state["pipeText"]:
+            failures.append(f"{view}: {state['pipeText']} paragraphs start with '|' (a table shown as text)")
+        if file in PAGES_WITH_TABLES and not state["outputTables"]:
+            failures.append(f"{view}: the tables its cells compute are not rendered as tables")
+        if state["uncaptioned"]:
+            failures.append(f"{view}: {state['uncaptioned']} figures have no number and caption")
+        if state["wrappedSource"]:
+            failures.append(f"{view}: {state['wrappedSource']} code listings wrap and lose their indentation")
+        if state["machinery"]:
+            failures.append(f"{view}: the page shows the book's machinery: {state['machinery'][:3]}")
         expected_theme = "dark" if view.endswith("dark") else "light"
         if state["theme"] != expected_theme:
             failures.append(f"{view}: page theme is {state['theme']!r}, expected {expected_theme!r}")
@@ -283,3 +306,7 @@ def test_saved_widgets_follow_their_controls_offline(browser, server, book_html,
         context.close()
     assert not problems, problems
     assert not outside, f"requests to other hosts: {outside}"
+
+
+def test_the_pages_with_tables_are_in_the_book():
+    assert PAGES_WITH_TABLES <= set(PAGES), "a page expected to show tables is not in _toc.yml"
