@@ -71,7 +71,7 @@ def main(argv=None) -> int:
     print(f"# {describe_device(device)}", flush=True)
     default_threads = torch.get_num_threads()
     settings = dict(SETTINGS)
-    if device.type == "cpu" and not cpu_has_native_bf16():  # emulated bf16: minutes per step
+    if device.type == "cpu" and not cpu_has_native_bf16():  # emulated bf16: many times slower per step
         settings = {k: v for k, v in settings.items() if v[2] != "bf16"}
         print("# no native bf16 on this CPU: the bf16 settings are left out", flush=True)
     steps = {name: make_step(device, *s[:3]) for name, s in settings.items()}
