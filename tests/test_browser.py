@@ -180,7 +180,7 @@ CHECK_PAGE = """([views, width]) => {
     wrappedSource: Array.from(document.querySelectorAll(".cell_input pre, .output.text_html .highlight pre")).filter(
       p => getComputedStyle(p).whiteSpace !== "pre").length,
     machinery: (document.querySelector("article") || document.body).innerText.match(
-      /ALEXNET_TUTORIAL_QUICK|\/tmp\/[^\s]*/g) || [],
+      /ALEXNET_TUTORIAL_QUICK|[/]tmp[/]\\S*/g) || [],
   };
 }"""
 

@@ -60,8 +60,9 @@ display(viewer, explorer)
 MOVE_SLIDERS = """
 viewer_slider = viewer.children[0].children[0]
 explorer_slider = explorer.children[0].children[1].children[0]
-for box, slider in ((viewer, viewer_slider), (explorer, explorer_slider)):
-    slider.set_state({"value": 1})
+# the viewer's slider is a SelectionSlider (its readout is the test image's number): it syncs index
+for box, slider, key in ((viewer, viewer_slider, "index"), (explorer, explorer_slider, "value")):
+    slider.set_state({key: 1})
     print("LIVE", len(box.children), box.children[1].value)
 """
 
