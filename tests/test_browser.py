@@ -1,7 +1,8 @@
 """The built book as readers see it, in headless Chromium.
 
 Every page listed in ``_toc.yml`` is opened at laptop (1366x768) and phone (390x844) width,
-in light and in dark mode. Each time: no console error, every image loaded, the saved
+in light and in dark mode, and its Chinese twin (``zh/``) at laptop width in light mode and at
+phone width in dark mode. Each time: no console error, every image loaded, the saved
 widgets rendered with their pictures, no sideways scrolling on the page, and no request to
 any host but this machine (others are recorded and blocked, so the test never goes online).
 Notebook pages must carry the Colab link to their own notebook. On the pages with the
@@ -10,9 +11,13 @@ and its caption, with no kernel: the saved pictures follow the controls in the b
 
 A full-page screenshot of every view goes to a temporary folder, or to
 ``$ALEXNET_TUTORIAL_SCREENSHOTS`` when set, for a person to look at; the test run ends by
-printing where. The book is built into a temporary folder too. Needs Debian's Chromium
-(``apt-get install chromium``). Set ``ALEXNET_TUTORIAL_BOOK_HTML`` to an already built
-``_build/html`` to skip the build.
+printing where. The book is built into a temporary folder too, both editions, with README's
+command (``book/build.py``). Each page's link to the other edition must lead to the same page in
+the other language; the Chinese pages must be in Chinese, theme included, and their search must
+find the pages on dropout by its Chinese name. Needs Debian's Chromium (``apt-get install
+chromium``) and, for the screenshots of the Chinese pages, a CJK font (``apt-get install
+fonts-noto-cjk``). Set ``ALEXNET_TUTORIAL_BOOK_HTML`` to an already built ``_build/html`` to
+skip the build.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import functools
 import http.server
 import importlib.util
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -80,12 +86,11 @@ def book_html(tmp_path_factory) -> Path:
     given = os.environ.get("ALEXNET_TUTORIAL_BOOK_HTML")
     if given:
         return Path(given)
-    out = tmp_path_factory.mktemp("book")
-    jupyter_book = Path(sys.executable).with_name("jupyter-book")
-    result = subprocess.run([str(jupyter_book), "build", str(ROOT), "--path-output", str(out),
-                             "-W", "-n", "--keep-going"], capture_output=True, text=True)
+    out = tmp_path_factory.mktemp("book") / "html"
+    result = subprocess.run([sys.executable, str(ROOT / "book" / "build.py"), "--out", str(out)],
+                            capture_output=True, text=True)
     assert result.returncode == 0, f"book build failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
-    return out / "_build" / "html"
+    return out
 
 
 @pytest.fixture(scope="session")
@@ -181,8 +186,20 @@ CHECK_PAGE = """([views, width]) => {
       p => getComputedStyle(p).whiteSpace !== "pre").length,
     machinery: (document.querySelector("article") || document.body).innerText.match(
       /ALEXNET_TUTORIAL_QUICK|[/]tmp[/]\\S*/g) || [],
+    // Which edition, and the way to the other one.
+    lang: document.documentElement.lang,
+    switchTo: (document.querySelector("a.edition-switch") || {}).href || null,
+    heading: (document.querySelector("article h1") || {}).textContent || "",
+    searchBox: (document.querySelector(".search-button__default-text, input[name=q]") || {}).placeholder
+      || (document.querySelector(".search-button__default-text") || {}).textContent || "",
   };
 }"""
+# The editions: the folder each lives in, its html lang, the views it is opened in.
+EDITIONS = {
+    "en": ("", "en", list(VIEWS)),
+    "zh": ("zh/", "zh-CN", ["laptop-light", "phone-dark"]),
+}
+CHINESE = re.compile(r"[\u4e00-\u9fff]")
 
 
 PAGES = toc_files()
@@ -190,20 +207,23 @@ PAGES = toc_files()
 PAGES_WITH_TABLES = {"book/03_model", "book/04_training", "book/06_predictions", "book/07_errata", "book/08_speed"}
 
 
+@pytest.mark.parametrize("edition", EDITIONS)
 @pytest.mark.parametrize("file", PAGES or [pytest.param("", marks=pytest.mark.skip(reason="no _toc.yml yet"))])
-def test_page_reads_well_offline(browser, server, book_html, screenshots, file):
-    html = f"{file}.html"
+def test_page_reads_well_offline(browser, server, book_html, screenshots, file, edition):
+    folder, lang, views = EDITIONS[edition]
+    html = f"{folder}{file}.html"
     assert (book_html / html).exists(), f"{html} was not built"
     notebook = (ROOT / f"{file}.ipynb").exists()
+    other = next(f for e, (f, _, _) in EDITIONS.items() if e != edition)
     failures = []
-    for view in VIEWS:
+    for view in views:
         page, context, problems, outside = open_page(browser, f"{server}/{html}", view)
         try:
             if page.locator(WIDGET_VIEWS).count():  # the widget manager renders after the load
                 page.wait_for_function(RENDERED, arg=WIDGET_VIEWS, timeout=20_000)
                 page.wait_for_function(PICTURES_LOADED, timeout=10_000)
             state = page.evaluate(CHECK_PAGE, [WIDGET_VIEWS, VIEWS[view][0]["width"]])
-            page.screenshot(path=str(screenshots / f"{file.replace('/', '_')}-{view}.png"), full_page=True)
+            page.screenshot(path=str(screenshots / f"{folder}{file}-{view}.png".replace("/", "_")), full_page=True)
             if notebook and view == "laptop-light":
                 links = page.eval_on_selector_all('a[href^="https://colab.research.google.com/"]',
                                                   "as => as.map(a => a.href)")
@@ -231,6 +251,13 @@ def test_page_reads_well_offline(browser, server, book_html, screenshots, file):
         expected_theme = "dark" if view.endswith("dark") else "light"
         if state["theme"] != expected_theme:
             failures.append(f"{view}: page theme is {state['theme']!r}, expected {expected_theme!r}")
+        if state["lang"] != lang:
+            failures.append(f"{view}: the page's language is {state['lang']!r}, expected {lang!r}")
+        if state["switchTo"] != f"{server}/{other}{file}.html":
+            failures.append(f"{view}: the link to the other edition is {state['switchTo']!r}, "
+                            f"expected {server}/{other}{file}.html")
+        if edition == "zh" and not (CHINESE.search(state["heading"]) and CHINESE.search(state["searchBox"])):
+            failures.append(f"{view}: heading {state['heading']!r} or search box {state['searchBox']!r} not in Chinese")
     assert not failures, f"{html}:\n" + "\n".join(failures)
 
 
@@ -286,9 +313,11 @@ def shown_after(page, before: dict, seconds: float = 5) -> dict:
         page.wait_for_timeout(100)
 
 
+@pytest.mark.parametrize("edition", EDITIONS)
 @pytest.mark.parametrize("file", sorted(SAVED_WIDGETS))
-def test_saved_widgets_follow_their_controls_offline(browser, server, book_html, screenshots, file):
-    page, context, problems, outside = open_page(browser, f"{server}/{file}.html", "laptop-light")
+def test_saved_widgets_follow_their_controls_offline(browser, server, book_html, screenshots, file, edition):
+    folder = EDITIONS[edition][0]
+    page, context, problems, outside = open_page(browser, f"{server}/{folder}{file}.html", "laptop-light")
     try:
         page.wait_for_function(RENDERED, arg=WIDGET_VIEWS, timeout=20_000)
         page.wait_for_function(PICTURES_LOADED, timeout=10_000)
@@ -301,7 +330,7 @@ def test_saved_widgets_follow_their_controls_offline(browser, server, book_html,
             assert after["pictures"] != before["pictures"], f"moving the {kind} left the picture as it was"
             assert after["captions"] != before["captions"], f"moving the {kind} left the caption as it was"
             before = after
-        page.screenshot(path=str(screenshots / f"{file.replace('/', '_')}-moved.png"), full_page=True)
+        page.screenshot(path=str(screenshots / f"{folder}{file}-moved.png".replace("/", "_")), full_page=True)
     finally:
         context.close()
     assert not problems, problems
@@ -310,3 +339,30 @@ def test_saved_widgets_follow_their_controls_offline(browser, server, book_html,
 
 def test_the_pages_with_tables_are_in_the_book():
     assert PAGES_WITH_TABLES <= set(PAGES), "a page expected to show tables is not in _toc.yml"
+
+
+@pytest.mark.parametrize("file", ["book/01_introduction", "book/03_model"])
+def test_the_language_link_leads_to_the_same_page_and_back(browser, server, book_html, file):
+    page, context, problems, outside = open_page(browser, f"{server}/{file}.html", "phone-light")
+    try:
+        for there in (f"{server}/zh/{file}.html", f"{server}/{file}.html"):
+            page.locator("a.edition-switch").click()
+            page.wait_for_url(there)
+            assert page.evaluate("document.documentElement.lang") == ("zh-CN" if "/zh/" in there else "en")
+    finally:
+        context.close()
+    assert not problems and not outside, (problems, outside)
+
+
+def test_the_chinese_search_finds_the_pages_on_dropout_by_its_chinese_name(browser, server, book_html):
+    page, context, problems, outside = open_page(browser, f"{server}/zh/search.html?q=暂退法", "laptop-light")
+    try:
+        page.wait_for_selector("#search-results ul.search li", timeout=20_000)
+        page.wait_for_function("() => !document.querySelector('#search-progress') "
+                               "|| !document.querySelector('#search-progress').textContent.includes('...')")
+        found = page.eval_on_selector_all("#search-results ul.search li a", "as => as.map(a => a.href)")
+    finally:
+        context.close()
+    for chapter in ("book/03_model", "book/04_training", "book/11_glossary"):
+        assert any(f"/zh/{chapter}.html" in url for url in found), f"{chapter} not among {found}"
+    assert not problems and not outside, (problems, outside)

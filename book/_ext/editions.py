@@ -7,8 +7,11 @@ wrote there itself: figure captions (from the cells' metadata) and the words in 
 cell builds (``alexnet_tutorial.book.table``): its headers, its rows' labels and its cells of
 words. A cell that holds a printed value is left alone (see ``_prose_in_a_table``).
 
-In a translated paragraph, ``{glue:text}`` shows the notebook's value as in the English one
-(``PasteTextInATranslation``).
+In a translated paragraph, ``{glue:text}`` shows the notebook's value as the English one does,
+its English words put in the translation's (``PasteTextInATranslation``).
+
+The theme's words on the Chinese pages come from Sphinx and the themes, and where they have
+none, from the book's own ``sphinx.po`` and ``booktheme.po`` beside the pages' catalogues.
 
 It also puts a link to the same page in the other edition at the top of every page, from the
 ``book_edition_switch`` setting that ``book/build.py`` gives each edition's build:
@@ -20,12 +23,15 @@ language), ``lang`` and ``title``. Without the setting (a plain ``jupyter-book b
 from __future__ import annotations
 
 import re
-
 from pathlib import Path
 
 from docutils import nodes
+from myst_nb.core.variables import format_plain_text
+from myst_nb.ext.glue.crossref import read_glue_cache
 from myst_nb.ext.glue.domain import NbGlueDomain
 from myst_nb.ext.glue.roles import PasteTextRole
+from myst_nb.ext.glue.utils import glue_warning
+from sphinx import locale
 from sphinx.transforms import SphinxTransform
 
 # Words are what make a table cell the book's prose rather than a printed value.
@@ -70,17 +76,33 @@ class PasteTextInATranslation(PasteTextRole):
     """``{glue:text}`key``` inside a translated message.
 
     Sphinx parses a translated message as a document of its own, which has none of the
-    notebook's glued values; MyST-NB then finds no ``key``. Inside such a message, the key is
-    read as ``this-notebook.ipynb::key``, MyST-NB's reference to a notebook's saved glue data,
-    which it fills in when the page is written: the same value the English page shows.
+    notebook's glued values, so MyST-NB would find no ``key``. Here the value is read from the
+    notebook's saved glue data (which MyST-NB writes while it reads the notebook, before the
+    translation) and then put in the edition's language by the rules of ``book_glued_text``:
+    ``{key: [[pattern, replacement], ...]}``, applied in order with ``re.sub``. The glued text
+    is what the code printed; the rules only turn its few English words ("seventeen",
+    "slower", "4 of 5") into the words of the translation.
     """
 
     def run(self):
-        if "nb_renderer" not in self.document and "::" not in self.text:
-            env = self.document.settings.env
-            key, _, spec = self.text.partition(":")
-            self.text = f"{Path(env.doc2path(env.docname)).name}::{key}:{spec or 's'}"
-        return super().run()
+        if "nb_renderer" in self.document:  # the notebook's own prose: MyST-NB as usual
+            return super().run()
+        env = self.document.settings.env
+        key, _, spec = self.text.partition(":")
+        output = read_glue_cache(env.mystnb_config.output_folder, env.docname).get(key)
+        if output is None or "text/plain" not in output["data"]:
+            return [], [glue_warning(f"no glued text {key!r} in {env.docname}", self.document, self.line)]
+        text = format_plain_text(output["data"]["text/plain"], spec or "s")
+        text = translate_glued(text, env.config.book_glued_text.get(key, []))
+        node = nodes.inline(text, text, classes=["pasted-text"])
+        self.set_source_info(node)
+        return [node], []
+
+
+def translate_glued(text: str, rules) -> str:
+    for pattern, replacement in rules:
+        text = re.sub(pattern, replacement, text)
+    return text
 
 
 class GlueInTranslations(NbGlueDomain):
@@ -98,9 +120,18 @@ def _edition_switch(app, pagename, templatename, context, doctree) -> None:
                                  "title": switch["title"]}
 
 
+def _theme_words(app) -> None:
+    """The book theme's words that its own catalogue leaves in English, from the book's
+    ``booktheme.po`` (Sphinx reads the book's ``sphinx.po`` for the other themes' by itself)."""
+    folders = [str(Path(app.confdir, folder)) for folder in app.config.locale_dirs]
+    locale.init(folders, app.config.language, "booktheme")
+
+
 def setup(app):
     app.add_transform(KeepOutputsAsTheyRan)
     app.add_domain(GlueInTranslations, override=True)
     app.add_config_value("book_edition_switch", {}, "html", types=[dict])
+    app.add_config_value("book_glued_text", {}, "env", types=[dict])
     app.connect("html-page-context", _edition_switch)
+    app.connect("builder-inited", _theme_words)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

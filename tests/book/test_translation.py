@@ -12,6 +12,7 @@ message with no translation, and the first test fails until the catalogue is upd
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 import shutil
 import subprocess
@@ -34,7 +35,8 @@ TERMS = {
     r"\bepochs?\b": "迭代周期",
     r"\bpooling\b": "汇聚",
     r"\blabel smoothing\b": "标签平滑",
-    r"\bnormalis(?:e|es|ed|ing|ation)\b": "标准化",
+    # Of the inputs; d2l-zh's batch normalisation is 批量规范化.
+    r"(?<!batch )(?<!response )(?<!layer )\bnormalis(?:e|es|ed|ing|ation)\b(?! layers?)": "标准化",
     r"\blearning rates?\b": "学习率",
     r"\bweight decay\b": "权重衰减",
     r"\bfeature maps?\b": "特征图",
@@ -43,6 +45,7 @@ TERMS = {
 }
 
 ROLE = re.compile(r"\{[\w:.-]+\}`[^`]*`")
+TITLED = re.compile(r"(\{(?:ref|numref|doc)\}`)[^`<]*<([^`>]+)>`")  # a reference's own words are prose
 CODE = re.compile(r"``[^`]+``|`[^`]+`")
 MATH = re.compile(r"\$\$.+?\$\$|\$[^$]+\$", re.S)
 LINK_TARGET = re.compile(r"\]\(([^)\s]+)\)")
@@ -50,7 +53,7 @@ LINK_TARGET = re.compile(r"\]\(([^)\s]+)\)")
 
 def markup(text: str) -> Counter:
     """The parts of a message that must come through a translation unchanged."""
-    roles = ROLE.findall(text)
+    roles = ROLE.findall(TITLED.sub(r"\1<\2>`", text))
     rest = ROLE.sub(" ", text)
     return Counter(roles + CODE.findall(rest) + MATH.findall(CODE.sub(" ", rest)) + LINK_TARGET.findall(text))
 
@@ -67,22 +70,44 @@ def read(path: Path):
         return babel_pofile.read_po(handle)
 
 
+def load(name: str, path: Path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def book_build():
+    return load("book_build", ROOT / "book" / "build.py")
+
+
+# Glued values that are names, not words of the prose: a setting, a precision, a unit.
+GLUED_NAMES = {"live_fastest", "sweep_precision", "rss_before"}
+
+
 @pytest.fixture(scope="module")
-def english(tmp_path_factory) -> dict[str, set[str]]:
-    """The English messages of each page, extracted from the book now."""
-    spec = importlib.util.spec_from_file_location("book_build", ROOT / "book" / "build.py")
-    build = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(build)
+def extracted(tmp_path_factory) -> tuple[dict[str, set[str]], dict[str, str]]:
+    """The English messages of each page, extracted from the book now, and the notebooks'
+    glued texts (``key: text``)."""
+    build = book_build()
     out = tmp_path_factory.mktemp("gettext")
     command = [str(Path(sys.executable).with_name("jupyter-book")), "build", str(ROOT), "--config",
-               str(build.edition_config("en")), "--path-output", str(out), "--builder", "custom",
+               str(build.edition_config("en", out)), "--path-output", str(out), "--builder", "custom",
                "--custom-builder", "gettext", "-W", "--keep-going"]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     pot = out / "_build" / "gettext" / "book"
     messages = {path.stem: {m.id for m in read(path) if m.id} for path in pot.glob("*.pot")}
+    glued = {key: output["data"].get("text/plain", "")
+             for path in (out / "_build" / "jupyter_execute").rglob("*.glue.json")
+             for key, output in json.loads(path.read_text()).items()}
     shutil.rmtree(out, ignore_errors=True)
-    return messages
+    return messages, glued
+
+
+@pytest.fixture(scope="module")
+def english(extracted) -> dict[str, set[str]]:
+    return extracted[0]
 
 
 def test_every_page_has_a_catalogue(english):
@@ -118,10 +143,27 @@ def test_translations_use_the_glossary_terms(page):
     assert not wrong, "\n".join(f"{page}: should use {chinese}: {i[:160]!r}" for i, chinese in wrong[:8])
 
 
+def test_the_chinese_prose_gets_no_english_word_from_a_glued_value(extracted):
+    """A value the code glues into the prose ("seventeen", "slower") is English; the Chinese
+    edition turns it Chinese with the rules of book/build.py (GLUED_IN_CHINESE)."""
+    build, glued = book_build(), extracted[1]
+    editions = load("book_editions", ROOT / "book" / "_ext" / "editions.py")
+    used = {key for page in PAGES for m in read(CATALOGUES / f"{page}.po") if m.string
+            for key in re.findall(r"\{glue:text\}`([^`:]+)", m.string)}
+    english_words = {}
+    for key in sorted(used - GLUED_NAMES):
+        text = editions.translate_glued(glued[key].strip("'\""), build.GLUED_IN_CHINESE.get(key, []))
+        if re.search(r"\b[a-z]{2,}\b", text):
+            english_words[key] = text
+    assert not english_words, f"add rules to GLUED_IN_CHINESE in book/build.py for {english_words}"
+
+
 def test_the_checks_catch_a_broken_translation():
     assert markup("the mean {glue:text}`pixel_mean` of `x` ($n$, [ch 2](02_data.ipynb))") == markup(
         "`x` 的均值 {glue:text}`pixel_mean`（$n$，[第 2 章](02_data.ipynb)）")
     assert markup("{numref}`fig-02-samples` shows") != markup("图 2 显示")
+    assert markup("{ref}`Further on <sec-03-original>`") == markup("{ref}`后文 <sec-03-original>`")
+    assert markup("{ref}`Further on <sec-03-original>`") != markup("{ref}`后文 <sec-03-model>`")
     assert markup("uses `shift=2`") != markup("使用 shift=2")
     assert re.search(r"\bdropout\b", prose("dropout before fc1"), re.I)
     assert not re.search(r"\bdropout\b", prose("`dropout=0.5` is set"), re.I)
