@@ -165,6 +165,9 @@ RENDERED = """views => Array.from(document.querySelectorAll(views)).every(
   s => s.parentElement.querySelector(".widget-subarea .jupyter-widgets"))"""
 PICTURES_LOADED = """() => Array.from(document.querySelectorAll("img.widget-image")).every(
   i => i.complete && i.naturalWidth > 0)"""
+# The widget manager draws the pictures a moment after the widgets: wait for one, shown and loaded.
+A_PICTURE_SHOWN = """() => Array.from(document.querySelectorAll("img.widget-image")).some(
+  i => i.offsetParent !== null && i.complete && i.naturalWidth > 0)"""
 CHECK_PAGE = """([views, width]) => {
   const images = Array.from(document.images);
   views = Array.from(document.querySelectorAll(views));
@@ -320,6 +323,7 @@ def test_saved_widgets_follow_their_controls_offline(browser, server, book_html,
     page, context, problems, outside = open_page(browser, f"{server}/{folder}{file}.html", "laptop-light")
     try:
         page.wait_for_function(RENDERED, arg=WIDGET_VIEWS, timeout=20_000)
+        page.wait_for_function(A_PICTURE_SHOWN, timeout=20_000)
         page.wait_for_function(PICTURES_LOADED, timeout=10_000)
         before = page.evaluate(SHOWN)
         assert len(before["pictures"]) == 1 and before["sizes"][0] > 1000, before

@@ -35,7 +35,7 @@ from sphinx import locale
 from sphinx.transforms import SphinxTransform
 
 # Words are what make a table cell the book's prose rather than a printed value.
-_WORDS = re.compile(r"[A-Za-z]{2,}")
+_WORDS = re.compile(r"[A-Za-z]{3,}")
 
 
 def _is_output(node: nodes.Node) -> bool:
@@ -43,10 +43,11 @@ def _is_output(node: nodes.Node) -> bool:
 
 
 def _prose_in_a_table(node: nodes.Element) -> bool:
-    """A header, a row's label, or a cell of words without figures: what the book wrote.
+    """A header, a row's label, or a cell of words: what the book wrote.
 
-    A cell of figures, code or maths (``99.47``, ``linear 512 → 10``, ``9 (7 times)``) is a
-    printed value: translating it would tie the catalogue to one run's numbers."""
+    A cell of figures, code or maths with a word or two (``99.47``, ``linear 512 → 10``,
+    ``9 (7 times)``) is a printed value: translating it would tie the catalogue to one run's
+    numbers. A cell of three words or more (``L2 penalty on conv and linear weights``) is prose."""
     entry = node.parent
     if not isinstance(entry, nodes.entry):
         return False
@@ -56,7 +57,7 @@ def _prose_in_a_table(node: nodes.Element) -> bool:
         return False
     row = entry.parent
     header, first = isinstance(row.parent, nodes.thead), row.index(entry) == 0
-    return header or first or not any(char.isdigit() for char in words)
+    return header or first or not any(char.isdigit() for char in words) or len(_WORDS.findall(words)) >= 3
 
 
 class KeepOutputsAsTheyRan(SphinxTransform):

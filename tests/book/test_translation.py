@@ -137,7 +137,8 @@ def test_translations_keep_the_markup(page):
 
 @pytest.mark.parametrize("page", PAGES)
 def test_translations_use_the_glossary_terms(page):
-    wrong = [(m.id, chinese) for m in read(CATALOGUES / f"{page}.po") if m.id and m.string
+    # A message kept in English on purpose (chapter 7's column of the errata in English) is a copy.
+    wrong = [(m.id, chinese) for m in read(CATALOGUES / f"{page}.po") if m.id and m.string and m.string != m.id
              for term, chinese in TERMS.items()
              if re.search(term, prose(m.id), re.I) and chinese not in m.string]
     assert not wrong, "\n".join(f"{page}: should use {chinese}: {i[:160]!r}" for i, chinese in wrong[:8])
