@@ -219,6 +219,44 @@ def run_pipeline(name, device_name, epochs, seed, subset, data_dir, eval_every, 
             "rss_before_setup_mib": round(start_rss_mib, 1), "curve": curve}
 
 
+def cpu_peak(cpuinfo: str, threads: int) -> dict:
+    """The peak arithmetic rate of ``threads`` cores this benchmark assumes, from /proc/cpuinfo:
+    cores x FLOP per cycle x clock. FLOP per cycle per core, fp32: 32 with AVX2 and FMA (two
+    256-bit FMA units: Intel since Haswell, AMD Zen 2 to 4, whose AVX-512 runs on the same
+    units), 64 on an Intel CPU with AVX-512 (two 512-bit units, as on Xeon Scalable), 16 with
+    AVX alone. bf16, only where native: twice fp32 with ``avx512_bf16``, 2,048 with
+    ``amx_bf16`` (AMX: 1,024 multiply-adds per cycle). A rough ceiling, not a promise: the
+    clock is /proc/cpuinfo's, which a turbo exceeds and a busy or hot CPU falls below."""
+    flags = set(next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines()
+                      if line.startswith("flags")), []))
+    clocks = [float(line.split(":", 1)[1]) for line in cpuinfo.splitlines() if line.startswith("cpu MHz")]
+    ghz = max(clocks) / 1000 if clocks else None
+    intel = "GenuineIntel" in cpuinfo
+    if "avx512f" in flags and intel:
+        fp32, isa = 64, "AVX-512, two FMA units"
+    elif {"avx2", "fma"} <= flags:
+        fp32, isa = 32, "AVX2 and FMA"
+    elif "avx" in flags:
+        fp32, isa = 16, "AVX"
+    else:
+        fp32, isa = 8, "SSE"
+    bf16 = 2048 if "amx_bf16" in flags else 2 * fp32 if "avx512_bf16" in flags else None
+    peak = {"threads": threads, "ghz": ghz, "isa": isa, "fp32_flop_per_cycle": fp32, "bf16_flop_per_cycle": bf16}
+    for name, per_cycle in (("fp32", fp32), ("bf16", bf16)):
+        peak[f"{name}_gflops"] = threads * per_cycle * ghz if per_cycle and ghz else None
+    return peak
+
+
+def describe_peak(peak: dict) -> str:
+    if not peak["fp32_gflops"]:
+        return "peak assumed: unknown (no clock in /proc/cpuinfo)"
+    text = (f"peak assumed: fp32 {peak['fp32_gflops']:.0f} GFLOP/s ({peak['threads']} threads x "
+            f"{peak['fp32_flop_per_cycle']} FLOP/cycle, {peak['isa']}, x {peak['ghz']:.2f} GHz)")
+    if peak["bf16_gflops"]:
+        return text + f"; bf16 {peak['bf16_gflops']:,.0f} GFLOP/s ({peak['bf16_flop_per_cycle']:,} FLOP/cycle)"
+    return text + "; bf16 not native"
+
+
 def peak_rss_mib() -> float:
     """The most resident memory this process has used so far, in MiB."""
     try:
@@ -331,14 +369,24 @@ def main(argv=None) -> int:
           f"{args.subset or 60_000:,} training images each, test accuracy on 10,000 images every "
           f"{args.eval_every:g} epoch (evaluation not timed); seed {args.seed}")
     print(table(results, args.target))
+    peak = None
+    if device.type == "cpu":
+        with contextlib.suppress(OSError):
+            with open("/proc/cpuinfo") as f:
+                peak = cpu_peak(f.read(), torch.get_num_threads())
+            print(describe_peak(peak))
     for r in results:
+        achieved = 3 * r["forward_flops_per_image"] * r["images_per_s"] / 1e9
+        share = (peak or {}).get(f"{r['precision']}_gflops")
         print(f"{r['pipeline']}: {r['forward_flops_per_image'] / 1e6:.0f} MFLOP per image forward, about "
               f"{3 * r['forward_flops_per_image'] / 1e6:.0f} per training image; achieved "
-              f"{3 * r['forward_flops_per_image'] * r['images_per_s'] / 1e9:.0f} GFLOP/s while training")
+              f"{achieved:.0f} GFLOP/s while training"
+              + (f", {100 * achieved / share:.0f}% of the {r['precision']} peak" if share else ""))
     print(f"total wall time {time.perf_counter() - started:.0f} s")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"argv": sys.argv, "hardware": describe_device(device), "torch": torch.__version__,
+                       "cpu_peak": peak,
                        "target": args.target, "eval_every": args.eval_every, "results": results}, f, indent=2)
     return 0
 

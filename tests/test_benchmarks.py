@@ -27,6 +27,8 @@ def test_speed_smoke_prints_both_pipelines_side_by_side(tmp_path, data_dir):
     assert any(line.startswith("original ") and " fp32 " in line for line in text.splitlines())
     assert any(line.startswith("package ") for line in text.splitlines())
     assert "package vs original" in text
+    assert "peak assumed: fp32 " in text  # and the share of it each pipeline achieved
+    assert "% of the fp32 peak" in next(line for line in text.splitlines() if line.startswith("original:"))
     results = json.loads(out.read_text())["results"]
     assert [r["pipeline"] for r in results] == ["original", "package"]
     for r in results:
@@ -119,3 +121,28 @@ def test_the_large_batch_recipes_are_batch_1024_at_the_rules_rate_and_at_the_old
     old = resolve_recipe(TrainConfig(**module.RECIPES["batch-1024-sqrt-lr"], epochs=5))
     assert old.batch_size == 1024 and old.lr == pytest.approx(0.05 * 8 ** 0.5, abs=1e-6)
     assert not {"batch-1024", "batch-1024-sqrt-lr"} & set(module.SIDE_BY_SIDE)  # opt-in: five full epochs per seed
+
+
+def load_speed():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("bench_speed", ROOT / "benchmarks" / "speed.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+ZEN3 = "vendor_id\t: AuthenticAMD\ncpu MHz\t\t: 2994.372\nflags\t\t: fpu sse2 avx fma avx2\n"
+ZEN4 = "vendor_id\t: AuthenticAMD\ncpu MHz\t\t: 3000.0\nflags\t\t: avx fma avx2 avx512f avx512_bf16\n"
+XEON_AMX = "vendor_id\t: GenuineIntel\ncpu MHz\t\t: 2100.000\nflags\t\t: avx fma avx2 avx512f avx512_bf16 amx_bf16\n"
+
+
+@pytest.mark.parametrize("cpuinfo, fp32, bf16", [
+    (ZEN3, 2 * 32 * 2.994372, None),           # AVX2 with FMA: 32 fp32 FLOP per cycle, bf16 emulated
+    (ZEN4, 2 * 32 * 3.0, 2 * 64 * 3.0),        # AVX-512 on 256-bit units; avx512_bf16 doubles it
+    (XEON_AMX, 2 * 64 * 2.1, 2 * 2048 * 2.1),  # two 512-bit FMA units; AMX's tiles for bf16
+])
+def test_speed_assumes_the_peak_the_cpus_flags_and_clock_give(cpuinfo, fp32, bf16):
+    peak = load_speed().cpu_peak(cpuinfo, threads=2)
+    assert peak["fp32_gflops"] == pytest.approx(fp32)
+    assert peak["bf16_gflops"] == (pytest.approx(bf16) if bf16 else None)
+
