@@ -154,7 +154,7 @@ def test_set_home_refuses_what_is_not_a_project_on_github_and_changes_nothing(tm
 def test_the_book_rebuilt_after_a_move_links_to_the_new_home(tmp_path):
     """A small book (the introduction and chapter 5) built in the moved copy: its repository,
     issues and Colab links and its set-up cell name the new home, and no page names the old one."""
-    root = copy_repo(tmp_path, extra=["book/01_introduction.md", "book/_ext"])
+    root = copy_repo(tmp_path, extra=["book/01_introduction.md", "book/_ext", "book/_templates"])
     (root / "book" / "_static").symlink_to(ROOT / "book" / "_static")
     (root / "_toc.yml").write_text("format: jb-book\nroot: book/01_introduction\nchapters:\n  - file: book/05_saving\n")
     assert run_tool(root, NEW).returncode == 0
