@@ -38,12 +38,14 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def _cpuinfo() -> dict[str, str]:
-    """The first processor's fields in ``/proc/cpuinfo`` (empty where there is none)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return {}
+def cpuinfo(text: str | None = None) -> dict[str, str]:
+    """The first processor's fields in ``/proc/cpuinfo``, or in ``text`` in its format (empty
+    where there is none)."""
+    if text is None:
+        try:
+            text = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return {}
     fields: dict[str, str] = {}
     for line in text.splitlines():
         if not line.strip():
@@ -57,7 +59,7 @@ def _cpuinfo() -> dict[str, str]:
 
 def cpu_has_native_bf16() -> bool:
     """True when the CPU has bf16 instructions (x86 AVX512-BF16 or AMX, Arm BF16)."""
-    info = _cpuinfo()
+    info = cpuinfo()
     flags = set((info.get("flags") or info.get("Features") or "").split())
     return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
 
@@ -72,7 +74,7 @@ def describe_device(device: torch.device) -> str:
         return f"{torch.cuda.get_device_name(index)} (CUDA, compute capability {major}.{minor})"
     if device.type == "mps":
         return f"Apple GPU (MPS) on {platform.machine() or 'arm64'}"
-    name = _cpuinfo().get("model name") or platform.processor() or platform.machine() or "unknown CPU"
+    name = cpuinfo().get("model name") or platform.processor() or platform.machine() or "unknown CPU"
     bf16 = "native bf16" if cpu_has_native_bf16() else "no native bf16"
     threads = torch.get_num_threads()
     return f"{name} (CPU, {threads} thread{'s' if threads != 1 else ''}, {bf16})"

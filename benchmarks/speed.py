@@ -36,7 +36,7 @@ from torch import nn
 
 from alexnet_tutorial.config import TrainConfig
 from alexnet_tutorial.data import TensorLoader, mnist_dataset, subset_indices
-from alexnet_tutorial.devices import cudnn_autotune, describe_device, pick_device, synchronize
+from alexnet_tutorial.devices import cpuinfo, cudnn_autotune, describe_device, pick_device, synchronize
 from alexnet_tutorial.loaders import build_loaders
 from alexnet_tutorial.model import AlexNet
 from alexnet_tutorial.run import set_up
@@ -219,19 +219,19 @@ def run_pipeline(name, device_name, epochs, seed, subset, data_dir, eval_every, 
             "rss_before_setup_mib": round(start_rss_mib, 1), "curve": curve}
 
 
-def cpu_peak(cpuinfo: str, threads: int) -> dict:
+def cpu_peak(text: str, threads: int) -> dict:
     """The peak arithmetic rate of ``threads`` cores this benchmark assumes, from /proc/cpuinfo:
     cores x FLOP per cycle x clock. FLOP per cycle per core, fp32: 32 with AVX2 and FMA (two
     256-bit FMA units: Intel since Haswell, AMD Zen 2 to 4, whose AVX-512 runs on the same
     units), 64 on an Intel CPU with AVX-512 (two 512-bit units, as on Xeon Scalable), 16 with
     AVX alone. bf16, only where native: twice fp32 with ``avx512_bf16``, 2,048 with
     ``amx_bf16`` (AMX: 1,024 multiply-adds per cycle). A rough ceiling, not a promise: the
-    clock is /proc/cpuinfo's, which a turbo exceeds and a busy or hot CPU falls below."""
-    flags = set(next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines()
-                      if line.startswith("flags")), []))
-    clocks = [float(line.split(":", 1)[1]) for line in cpuinfo.splitlines() if line.startswith("cpu MHz")]
-    ghz = max(clocks) / 1000 if clocks else None
-    intel = "GenuineIntel" in cpuinfo
+    clock is /proc/cpuinfo's (``text``, its first processor), which a turbo exceeds and a busy
+    or hot CPU falls below."""
+    fields = cpuinfo(text)
+    flags = set(fields.get("flags", "").split())
+    ghz = float(fields["cpu MHz"]) / 1000 if fields.get("cpu MHz") else None
+    intel = fields.get("vendor_id") == "GenuineIntel"
     if "avx512f" in flags and intel:
         fp32, isa = 64, "AVX-512, two FMA units"
     elif {"avx2", "fma"} <= flags:
@@ -374,6 +374,7 @@ def main(argv=None) -> int:
         with contextlib.suppress(OSError):
             with open("/proc/cpuinfo") as f:
                 peak = cpu_peak(f.read(), torch.get_num_threads())
+        if peak:
             print(describe_peak(peak))
     for r in results:
         achieved = 3 * r["forward_flops_per_image"] * r["images_per_s"] / 1e9

@@ -8,11 +8,12 @@ Both editions are Jupyter Book builds of the same committed notebooks, with the 
 ``_config.yml``; this script adds each edition's own (language, title, footer, figure labels,
 and the link to the same page in the other edition) in a generated config. Each edition builds
 in its own folder under ``_build/editions/`` (beside ``--out``), where Sphinx keeps what it can
-reuse next time; the site is then put together in ``_build/html``. The Chinese text comes from the gettext catalogues in
-``book/locales/zh_CN/LC_MESSAGES/book/``, one per page; CONTRIBUTING.md, "Translating", says how
-to update them. ``--catalogs`` extracts the English messages (``_build/editions/gettext``) and merges them
-into those catalogues with sphinx-intl: a new message arrives untranslated, a changed one fuzzy,
-and ``tests/book/test_translation.py`` fails until each has its Chinese again.
+reuse next time; the site is then put together in ``_build/html``. The Chinese text comes from
+the gettext catalogues in ``book/locales/zh_CN/LC_MESSAGES/book/``, one per page;
+CONTRIBUTING.md, "Translating", says how to update them. ``--catalogs`` extracts the English
+messages (``_build/editions/gettext``) and merges them into those catalogues with sphinx-intl:
+a new message arrives untranslated, a changed one fuzzy, and ``tests/book/test_translation.py``
+(which extracts them the same way, with ``extract``) fails until each has its Chinese again.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-
 HTML = ROOT / "_build" / "html"
 LOCALES = ROOT / "book" / "locales"
 CHINESE = "zh_CN"
@@ -50,8 +50,6 @@ GLUED_IN_CHINESE = {
     "live_bf16_verdict": [[r"^faster$", "更快"], [r"^slower$", "更慢"]],
     "live_cpu": CPU, "step_cpu": CPU, "seeds_cpu": CPU, "speed_cpu": CPU, "sweep_cpu": CPU,
 }
-
-
 
 # What differs between the editions, beyond the catalogues.
 SETTINGS = {
@@ -130,14 +128,18 @@ def site(out: Path) -> None:
     print(f"the book: {out / 'index.html'} (English), {out / 'zh' / 'index.html'} (中文)")
 
 
+def extract(out: Path) -> Path:
+    """The English messages, one ``.pot`` per page, extracted into ``out`` (a folder of its own:
+    Sphinx keeps a gettext build's doctrees apart from HTML's); returns the ``.pot`` folder."""
+    shutil.rmtree(out, ignore_errors=True)
+    jupyter_book("--config", str(edition_config("en", out)), "--path-output", str(out),
+                 "--builder", "custom", "--custom-builder", "gettext", "-W", "--keep-going")
+    return out / "_build" / "gettext"
+
+
 def catalogs() -> None:
     """Extract the English messages and merge them into the Chinese catalogues."""
-    work = HTML.parent / "editions"
-    out = work / "gettext"  # its own doctrees: Sphinx keeps a gettext build's apart from HTML's
-    shutil.rmtree(out, ignore_errors=True)
-    jupyter_book("--config", str(edition_config("en", work)), "--path-output", str(out),
-                 "--builder", "custom", "--custom-builder", "gettext", "-W", "--keep-going")
-    pot = out / "_build" / "gettext"
+    pot = extract(HTML.parent / "editions" / "gettext")
     intl = [str(Path(sys.executable).with_name("sphinx-intl")), "update", "--pot-dir", str(pot),
             "--locale-dir", str(LOCALES), "--language", CHINESE, "--line-width", "-1", "--no-obsolete", "--jobs", "1"]
     if subprocess.run(intl, cwd=ROOT).returncode != 0:

@@ -18,6 +18,15 @@ def run(script, *args):
     return done.stdout
 
 
+def load_benchmark(name: str):
+    """A script of benchmarks/ as a module (the folder is not a package)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_speed_smoke_prints_both_pipelines_side_by_side(tmp_path, data_dir):
     out = tmp_path / "speed.json"
     text = run("speed.py", "--smoke", "--device", "cpu", "--data-dir", str(data_dir), "--json", str(out))
@@ -107,27 +116,15 @@ def test_recipe_sweep_trains_every_recipe_at_every_budget_and_tabulates_the_mean
 
 
 def test_the_large_batch_recipes_are_batch_1024_at_the_rules_rate_and_at_the_old_square_root_rate():
-    import importlib.util
-
     from alexnet_tutorial.config import TrainConfig, resolve_recipe
 
-    spec = importlib.util.spec_from_file_location("recipe_bench", ROOT / "benchmarks" / "recipe.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_benchmark("recipe")
     full = resolve_recipe(TrainConfig(**module.RECIPES["batch-1024"], epochs=5))
     assert full.batch_size == 1024 and full.lr == pytest.approx(0.05)  # held at batch 128's peak rate
     assert (full.dropout, full.label_smoothing, full.shift) == (0.5, 0.1, 2)  # a full run's regularisation
     old = resolve_recipe(TrainConfig(**module.RECIPES["batch-1024-sqrt-lr"], epochs=5))
     assert old.batch_size == 1024 and old.lr == pytest.approx(0.05 * 8 ** 0.5, abs=1e-6)
     assert not {"batch-1024", "batch-1024-sqrt-lr"} & set(module.SIDE_BY_SIDE)  # opt-in: five full epochs per seed
-
-
-def load_speed():
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("bench_speed", ROOT / "benchmarks" / "speed.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 ZEN3 = "vendor_id\t: AuthenticAMD\ncpu MHz\t\t: 2994.372\nflags\t\t: fpu sse2 avx fma avx2\n"
@@ -141,7 +138,7 @@ XEON_AMX = "vendor_id\t: GenuineIntel\ncpu MHz\t\t: 2100.000\nflags\t\t: avx fma
     (XEON_AMX, 2 * 64 * 2.1, 2 * 2048 * 2.1),  # two 512-bit FMA units; AMX's tiles for bf16
 ])
 def test_speed_assumes_the_peak_the_cpus_flags_and_clock_give(cpuinfo, fp32, bf16):
-    peak = load_speed().cpu_peak(cpuinfo, threads=2)
+    peak = load_benchmark("speed").cpu_peak(cpuinfo, threads=2)
     assert peak["fp32_gflops"] == pytest.approx(fp32)
     assert peak["bf16_gflops"] == (pytest.approx(bf16) if bf16 else None)
 

@@ -56,8 +56,9 @@ def _prose_in_a_table(node: nodes.Element) -> bool:
     if not _WORDS.search(words):
         return False
     row = entry.parent
-    header, first = isinstance(row.parent, nodes.thead), row.index(entry) == 0
-    return header or first or not any(char.isdigit() for char in words) or len(_WORDS.findall(words)) >= 3
+    if isinstance(row.parent, nodes.thead) or row.index(entry) == 0:  # a header or a row's label
+        return True
+    return not any(char.isdigit() for char in words) or len(_WORDS.findall(words)) >= 3
 
 
 class KeepOutputsAsTheyRan(SphinxTransform):

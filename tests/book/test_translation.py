@@ -15,8 +15,6 @@ import importlib.util
 import json
 import re
 import shutil
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -89,14 +87,8 @@ GLUED_NAMES = {"live_fastest", "sweep_precision", "rss_before"}
 def extracted(tmp_path_factory) -> tuple[dict[str, set[str]], dict[str, str]]:
     """The English messages of each page, extracted from the book now, and the notebooks'
     glued texts (``key: text``)."""
-    build = book_build()
     out = tmp_path_factory.mktemp("gettext")
-    command = [str(Path(sys.executable).with_name("jupyter-book")), "build", str(ROOT), "--config",
-               str(build.edition_config("en", out)), "--path-output", str(out), "--builder", "custom",
-               "--custom-builder", "gettext", "-W", "--keep-going"]
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    pot = out / "_build" / "gettext" / "book"
+    pot = book_build().extract(out) / "book"
     messages = {path.stem: {m.id for m in read(path) if m.id} for path in pot.glob("*.pot")}
     glued = {key: output["data"].get("text/plain", "")
              for path in (out / "_build" / "jupyter_execute").rglob("*.glue.json")
