@@ -18,6 +18,10 @@ channels_last, bf16/fp16 autocast where the hardware runs it natively, and ``Tra
 recipe. It runs unchanged on a CUDA GPU (``--device auto`` picks it). ``package-1ep`` (opt-in,
 ``--pipelines``) is the same pipeline for one epoch whatever ``--epochs`` says, with the
 automatic recipe for that one epoch: what ``alexnet-tutorial train --epochs 1`` does.
+``package-1ep-avg`` (opt-in) is ``package-1ep`` evaluated on an exponential moving average of
+its weights (``torch.optim.swa_utils.AveragedModel``, decay ``--average``) instead of the
+weights themselves; the average is updated after every step, inside the timed loop. It is a
+lever measured here, not (yet) what ``train`` does.
 
     python benchmarks/speed.py --json benchmarks/results/speed-cpu.json
 """
@@ -43,6 +47,7 @@ from alexnet_tutorial.run import set_up
 from alexnet_tutorial.training import RunningLoss, evaluate, train_steps
 
 TARGET = 0.99  # the test accuracy whose first crossing is timed
+AVERAGE = 0.99  # package-1ep-avg's decay per step: an average over about the last 100 steps
 _KEEP = contextlib.ExitStack()  # settings a pipeline keeps for its whole process
 
 
@@ -155,20 +160,48 @@ def eval_points(steps_per_epoch: int, every: float) -> list[int]:
     return sorted({max(1, round(i * steps_per_epoch / k)) for i in range(1, k + 1)})
 
 
+def average_warmup(decay: float):
+    """The update of an exponential moving average whose decay grows with the number of
+    updates n to at most ``decay``: min(decay, (1 + n) / (10 + n)), so that the first steps'
+    weights (from the random start) soon weigh nothing. For ``AveragedModel(multi_avg_fn=...)``."""
+    def update(averaged: list, current: list, num_averaged: torch.Tensor) -> None:
+        n = int(num_averaged)  # updates so far, the first (a copy) included
+        torch._foreach_lerp_(averaged, current, 1 - min(decay, (1 + n) / (10 + n)))
+
+    return update
+
+
+def averaged(model: nn.Module, step, decay: float):
+    """``model``'s exponential moving average (see :func:`average_warmup`) and a step that
+    trains ``model`` and then updates the average; the average is the model to evaluate."""
+    from torch.optim.swa_utils import AveragedModel
+
+    average = AveragedModel(model, multi_avg_fn=average_warmup(decay), use_buffers=True)
+
+    def step_and_average(images, labels):
+        step(images, labels)
+        average.update_parameters(model)
+
+    return average.module, step_and_average
+
+
 def run_pipeline(name, device_name, epochs, seed, subset, data_dir, eval_every, max_seconds, settings=None,
-                 stop_at_target=False, target=TARGET):
+                 stop_at_target=False, target=TARGET, average=AVERAGE):
     """Train one pipeline, timing training only; returns a dict of results. ``stop_at_target``:
     stop at the first evaluation that reaches ``target`` (the time to it is then known)."""
     device = pick_device(device_name)
     start_rss_mib = peak_rss_mib()  # what importing PyTorch and the package already took
     setup_started = time.perf_counter()
-    if name == "package-1ep":
+    if name.startswith("package-1ep"):
         epochs = 1  # and the recipe chosen for one epoch
     if name == "original":
         built = original_pipeline(device, seed, subset, data_dir)
     else:
         built = package_pipeline(device, seed, subset, data_dir, epochs, settings)
     model, train_loader, test_loader, step, precision, info = built
+    if name == "package-1ep-avg":
+        model, step = averaged(model, step, average)
+        info = {**info, "average": average}
     setup_seconds = time.perf_counter() - setup_started
     flops = forward_flops(model)
     if device.type == "cuda":
@@ -297,15 +330,15 @@ def _fmt_time(r):
 
 def table(results: list[dict], target: float = TARGET) -> str:
     """The side-by-side table, with a ratio row when both pipelines ran."""
-    head = (f"{'pipeline':<12}{'precision':<11}{'layout':<15}{'batch':>6}{'images/s':>10}"
+    head = (f"{'pipeline':<16}{'precision':<11}{'layout':<15}{'batch':>6}{'images/s':>10}"
             f"{f'  s to {100 * target:.1f}% (at epoch)':<28}{'final acc %':>12}{'peak MiB':>10}")
     lines = [head]
     for r in results:
         final = f"{100 * r['final_accuracy']:.2f}" if r["final_accuracy"] is not None else "-"
-        lines.append(f"{r['pipeline']:<12}{r['precision']:<11}{r['memory_format']:<15}{r['batch_size']:>6}"
+        lines.append(f"{r['pipeline']:<16}{r['precision']:<11}{r['memory_format']:<15}{r['batch_size']:>6}"
                      f"{r['images_per_s']:>10,.0f}  {_fmt_time(r):<26}{final:>12}{r['peak_memory_mib']:>10,.0f}")
     by = {r["pipeline"]: r for r in results}
-    for name in ("package", "package-1ep"):
+    for name in ("package", "package-1ep", "package-1ep-avg"):
         if "original" not in by or name not in by:
             continue
         o, p = by["original"], by[name]
@@ -315,7 +348,7 @@ def table(results: list[dict], target: float = TARGET) -> str:
         else:
             t = "-"
         mem = p["peak_memory_mib"] / o["peak_memory_mib"] if o["peak_memory_mib"] else float("nan")
-        lines.append(f"{name + ' vs original':<44}{speed:>9.2f}x  {t:<26}{'':>12}{mem:>9.2f}x")
+        lines.append(f"{name + ' vs original':<48}{speed:>9.2f}x  {t:<26}{'':>12}{mem:>9.2f}x")
     return "\n".join(lines)
 
 
@@ -333,8 +366,11 @@ def main(argv=None) -> int:
     parser.add_argument("--eval-every", type=float, default=0.25,
                         help="evaluate on the test set every this fraction of an epoch (default 0.25)")
     parser.add_argument("--pipelines", nargs="+", default=["original", "package"],
-                        choices=("original", "package", "package-1ep"),
-                        help="default original and package; package-1ep: the package for one epoch only")
+                        choices=("original", "package", "package-1ep", "package-1ep-avg"),
+                        help="default original and package; package-1ep: the package for one epoch only; "
+                             "package-1ep-avg: the same, evaluated on an average of its weights")
+    parser.add_argument("--average", type=float, default=AVERAGE,
+                        help=f"package-1ep-avg's average: the decay per step (default {AVERAGE})")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--subset", type=int, default=None, help="train on the first N training images only")
     parser.add_argument("--batch-size", type=int, default=None,
@@ -349,6 +385,8 @@ def main(argv=None) -> int:
         args.subset, args.epochs, args.eval_every = args.subset or 512, 1, 1.0
     if not 0 < args.eval_every <= 1:
         parser.error("--eval-every must be a fraction of an epoch in (0, 1]")
+    if not 0 < args.average < 1:
+        parser.error("--average must be a decay in (0, 1)")
     if not 0 < args.target <= 1:
         parser.error("--target must be a test accuracy in (0, 1]")
 
@@ -360,7 +398,7 @@ def main(argv=None) -> int:
     for name in args.pipelines:
         r = run_isolated(name, args.device, args.epochs, args.seed, args.subset, args.data_dir,
                          args.eval_every, args.max_seconds, settings if name.startswith("package") else None,
-                         args.stop_at_target, args.target)
+                         args.stop_at_target, args.target, args.average)
         results.append(r)
         print(f"  {name}: " + ", ".join(f"{c['epoch']:g}:{100 * c['test_accuracy']:.2f}%" for c in r["curve"]),
               flush=True)
