@@ -51,3 +51,16 @@ def test_no_notebook_names_a_checkpoint_path_of_its_own():
                 assert "checkpoints" not in code, f"{path.name}: {cell.source}"
     chapter4 = "\n".join(c.source for c in nbformat.read(ROOT / "book" / "04_training.ipynb", as_version=4).cells)
     assert "checkpoint_path(" in chapter4
+
+
+def test_the_test_session_runs_chapter_4_before_the_chapters_that_read_its_checkpoint(request):
+    # The root conftest.py reorders the collected notebooks; otherwise chapter 3 would train a
+    # fallback run first, the same run chapter 4 then trains again.
+    from types import SimpleNamespace
+
+    reorder = request.config.pluginmanager.get_plugin(str(ROOT / "conftest.py")).pytest_collection_modifyitems
+    names = ["tests/test_a.py", "book/02_data.ipynb", "book/02_data.ipynb", "book/03_model.ipynb",
+             "book/04_training.ipynb", "book/04_training.ipynb", "book/05_saving.ipynb", "tests/test_b.py"]
+    items = [SimpleNamespace(path=Path(name), cell=k) for k, name in enumerate(names)]
+    reorder(None, None, items)
+    assert [item.cell for item in items] == [0, 4, 5, 1, 2, 3, 6, 7]  # each notebook's cells stay in order
