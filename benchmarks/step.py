@@ -32,6 +32,10 @@ SETTINGS = {
     "bf16, channels_last, batch 256": (256, True, "bf16", None),
     "bf16, channels_last, batch 512": (512, True, "bf16", None),
     "bf16, channels_last, batch 128, 1 thread": (128, True, "bf16", 1),
+    # fp32 alone, for CPUs without native bf16 (where the bf16 settings are left out)
+    "fp32, channels_last, batch 64": (64, True, "fp32", None),
+    "fp32, channels_last, batch 256": (256, True, "fp32", None),
+    "fp32, channels_last, batch 128, 1 thread": (128, True, "fp32", 1),
 }
 
 
