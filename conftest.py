@@ -26,8 +26,9 @@ def pytest_configure(config):
 
 # Chapter 4 writes the checkpoint that chapters 3, 5, 6 and 7 read; a chapter that finds none
 # trains a short run of its own first (alexnet_tutorial.book.trained_checkpoint), the same run
-# chapter 4 then trains again. So chapter 4's notebook runs first of the notebooks: each of them
-# still runs whole, in its own kernel, and alone (`pytest book/03_model.ipynb`) as before.
+# chapter 4 then trains again. So chapter 4's notebook runs first of the notebooks, as in
+# book/execute.py: each of them still runs whole, in its own kernel, and alone as before
+# (`pytest book/03_model.ipynb`).
 CHECKPOINT_WRITER = "04_training.ipynb"
 
 
