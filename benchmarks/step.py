@@ -65,7 +65,7 @@ def make_step(device, batch, channels_last, precision, compile_model=False):
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
-    parser.add_argument("--steps", type=int, default=4, help="timed steps per setting per round (default 5)")
+    parser.add_argument("--steps", type=int, default=4, help="timed steps per setting per round (default 4)")
     parser.add_argument("--rounds", type=int, default=5, help="round-robin passes over the settings (default 5)")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile on the default setting")
     parser.add_argument("--json", metavar="OUT", default=None)
