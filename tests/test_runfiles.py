@@ -157,8 +157,11 @@ def test_ctrl_c_while_a_checkpoint_is_written_finishes_the_file_then_stops(tmp_p
 
 def test_ctrl_c_at_start_up_gives_one_line_and_status_130(tmp_path):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # A shell's background job (nohup ... &) starts its commands with SIGINT ignored, and Python
+    # keeps it so: the child gets Ctrl-C's default, as a command typed at a terminal does.
     process = subprocess.Popen([sys.executable, "-m", "alexnet_tutorial", "train", *TINY, "--out",
-                                str(tmp_path / "run.pt")], stderr=subprocess.PIPE, text=True, env=env)
+                                str(tmp_path / "run.pt")], stderr=subprocess.PIPE, text=True, env=env,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     time.sleep(0.4)  # while PyTorch is being imported
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=60)
