@@ -29,11 +29,10 @@ def pytest_configure(config):
 # chapter 4 then trains again. So chapter 4's notebook runs first of the notebooks, as in
 # book/execute.py: each of them still runs whole, in its own kernel, and alone as before
 # (`pytest book/03_model.ipynb`).
-CHECKPOINT_WRITER = "04_training.ipynb"
-
-
 def pytest_collection_modifyitems(session, config, items):
-    writer = [item for item in items if item.path.name == CHECKPOINT_WRITER]
-    rest = [item for item in items if item.path.name != CHECKPOINT_WRITER]
+    from alexnet_tutorial.book import CHECKPOINT_CHAPTER
+
+    writer = [item for item in items if item.path.name == CHECKPOINT_CHAPTER]
+    rest = [item for item in items if item.path.name != CHECKPOINT_CHAPTER]
     first = next((k for k, item in enumerate(rest) if item.path.suffix == ".ipynb"), len(rest))
     items[:] = rest[:first] + writer + rest[first:]

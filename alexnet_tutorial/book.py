@@ -21,6 +21,7 @@ QUICK_ENV = "ALEXNET_TUTORIAL_QUICK"
 CHECKPOINTS_ENV = "ALEXNET_TUTORIAL_CHECKPOINTS"  # a folder for chapter 4's checkpoints (the tests set it)
 CHECKPOINT = Path("checkpoints/alexnet.pt")  # a full run's, relative to book/, where the notebooks run
 QUICK_CHECKPOINT = Path("checkpoints/quick/alexnet.pt")  # a quick run's, beside it
+CHECKPOINT_CHAPTER = "04_training.ipynb"  # the notebook that writes them: run it before the others
 
 
 def quick_mode() -> bool:

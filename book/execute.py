@@ -22,7 +22,6 @@ from pathlib import Path
 
 BOOK = Path(__file__).resolve().parent
 ROOT = BOOK.parent
-WRITES_CHECKPOINT = "04_training.ipynb"  # runs first: the other chapters load its checkpoint
 
 
 def toc_files() -> list[str]:
@@ -82,7 +81,9 @@ def main(argv=None) -> int:
             parser.error(f"no such notebook: {', '.join(missing)}")
     else:
         paths = toc_notebooks()
-    paths.sort(key=lambda p: p.name != WRITES_CHECKPOINT)  # stable: the rest keep their order
+    from alexnet_tutorial.book import CHECKPOINT_CHAPTER  # runs first: the other chapters load its checkpoint
+
+    paths.sort(key=lambda p: p.name != CHECKPOINT_CHAPTER)  # stable: the rest keep their order
     total = 0.0
     for path in paths:
         print(f"{path.name}: running ...", flush=True)
