@@ -2,10 +2,11 @@
 "Saving and loading").
 
 A checkpoint is a plain dict of tensors, numbers and strings: model and optimizer state,
-gradient scaler, random-number state, settings, position in the run and the
-history so far. It is always read with ``torch.load(weights_only=True)``, which refuses
-pickled Python objects (the original pickled a whole object, which can run code on load),
-and every field is then checked against the schema of the format version the file declares.
+the weights' moving average (when the run keeps one), gradient scaler, random-number state,
+settings, position in the run and the history so far. It is always read with
+``torch.load(weights_only=True)``, which refuses pickled Python objects (the original pickled
+a whole object, which can run code on load), and every field is then checked against the
+schema of the format version the file declares.
 """
 
 from __future__ import annotations
@@ -90,12 +91,21 @@ def check_architecture(state: dict, model: nn.Module, path="checkpoint") -> None
                               f"but the model has width_mult={width:g}")
 
 
-def load_weights(model: nn.Module, path_or_state, path=None) -> nn.Module:
-    """Load a checkpoint's weights into ``model`` after checking they were made for it."""
+def model_weights(state: dict, training: bool = False) -> dict:
+    """The weights a checkpoint's run evaluated: the moving average of its weights when it kept
+    one (format 4), else the weights themselves; ``training``: the weights being trained, which
+    a resumed run goes on from."""
+    average = state.get("average")
+    return state["model"] if training or average is None else average["model"]
+
+
+def load_weights(model: nn.Module, path_or_state, path=None, *, training: bool = False) -> nn.Module:
+    """Load a checkpoint's weights (see :func:`model_weights`) into ``model`` after checking
+    they were made for it."""
     state = path_or_state if isinstance(path_or_state, dict) else load_checkpoint(path_or_state)
     name = path or (path_or_state if not isinstance(path_or_state, dict) else "checkpoint")
     check_architecture(state, model, name)
-    _put_weights(model, state["model"], name)
+    _put_weights(model, model_weights(state, training), name)
     return model
 
 
@@ -113,7 +123,8 @@ def _put_weights(model: nn.Module, weights: dict, name, assign: bool = False) ->
 
 
 def load_model(path, map_location="cpu") -> nn.Module:
-    """The network stored in a checkpoint, rebuilt from its own settings, in eval mode."""
+    """The network stored in a checkpoint, rebuilt from its own settings, in eval mode: the
+    network the run evaluated (its weights' average, when it kept one)."""
     from .model import AlexNet
 
     state = load_checkpoint(path, map_location)
@@ -123,7 +134,7 @@ def load_model(path, map_location="cpu") -> nn.Module:
     with torch.device("meta"):
         model = AlexNet(width_mult=float(state["width_mult"]), dropout=0.5 if dropout is None else float(dropout))
     check_architecture(state, model, path)
-    _put_weights(model, state["model"], path, assign=True)
+    _put_weights(model, model_weights(state), path, assign=True)
     return model.eval()
 
 
@@ -139,17 +150,19 @@ def _rng_state() -> dict:
 
 def training_state(model, optimizer, scaler, cfg, *, epoch: int, step: int,
                    history: list, running: dict, best: dict, run_id: str | None = None,
-                   device: str | None = None, precision: str | None = None) -> dict:
+                   device: str | None = None, precision: str | None = None, average=None) -> dict:
     """The dict a checkpoint holds: enough to rebuild the model and to resume exactly.
 
     ``epoch`` counts finished epochs and ``step`` the steps done in the next one; ``best`` is
     the best epoch so far and its accuracy; ``run_id`` ties the run's ``.best`` file to it;
     ``device`` (type) and ``precision`` are what the run resolved, so that a resume can say
-    when it runs elsewhere."""
+    when it runs elsewhere; ``average`` is the run's
+    :class:`~alexnet_tutorial.training.WeightAverage`, if it keeps one."""
     return {
         "format": FORMAT, "version": VERSION,
         "arch": type(model).__name__, "width_mult": float(getattr(model, "width_mult", 1.0)),
         "model": {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()},
+        "average": average.state_dict() if average is not None else None,
         "optimizer": optimizer.state_dict(),
         "scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else None,
         "config": require_resolved(cfg, "a checkpoint").to_dict(),  # every setting as the run resolved it
@@ -164,10 +177,17 @@ def training_state(model, optimizer, scaler, cfg, *, epoch: int, step: int,
     }
 
 
-def restore_training(state: dict, model, optimizer, scaler) -> None:
-    """Put model, optimizer, gradient scaler and random-number state back as saved. (A
-    version-2 file's scheduler state is not needed: the learning rate follows from the step.)"""
-    load_weights(model, state)
+def restore_training(state: dict, model, optimizer, scaler, average=None, path="checkpoint") -> None:
+    """Put model, optimizer, the weights' average, gradient scaler and random-number state back
+    as saved. (A version-2 file's scheduler state is not needed: the learning rate follows from
+    the step.)"""
+    load_weights(model, state, path, training=True)
+    if average is not None:
+        if state.get("average") is None:
+            raise CheckpointError(f"{path}: checkpoint cannot be resumed: its run averages its weights "
+                                  "(config average), but it holds no average")
+        _put_weights(average.module, state["average"]["model"], path)
+        average.load_state_dict(state["average"])
     try:
         optimizer.load_state_dict(state["optimizer"])
         if scaler is not None and scaler.is_enabled() and state.get("scaler") is not None:

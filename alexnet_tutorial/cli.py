@@ -46,6 +46,16 @@ def _positive_float(text):
     return value
 
 
+def _decay(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be a decay from 0 up to (not including) 1, got {text}")
+    return value
+
+
 def _int(text):
     try:
         return int(text)
@@ -55,7 +65,7 @@ def _int(text):
 
 # The train flags that set a TrainConfig field of the same name.
 _TRAIN_FIELDS = ("epochs", "batch_size", "lr", "seed", "device", "precision", "data_dir", "subset", "loader",
-                 "width_mult", "checkpoint_every", "channels_last", "compile", "eval_batch_size")
+                 "width_mult", "checkpoint_every", "channels_last", "compile", "eval_batch_size", "average")
 
 
 def _flag(name: str) -> str:
@@ -100,6 +110,9 @@ def _add_train(t, d, devices, precisions) -> None:
                         "says what was chosen)")
     t.add_argument("--lr", type=_positive_float,
                    help="peak learning rate (default: follows the batch size, 0.05 at batch 128)")
+    t.add_argument("--average", type=_decay, metavar="DECAY",
+                   help="evaluate and save a moving average of the weights, this decay per step; 0: none "
+                        "(default: 0.99 for runs of 60,000 to 299,999 training images, else none)")
     t.add_argument("--seed", type=_int, help=f"0 to 2**32-1 (default {d.seed})")
     t.add_argument("--device", choices=devices, help="default auto: CUDA, else MPS, else CPU")
     t.add_argument("--precision", choices=precisions, help="default auto: bf16 or fp16 where native, else fp32")

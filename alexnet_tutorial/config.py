@@ -1,7 +1,7 @@
 """Every setting of a run, and the recipe rule that fills in the automatic ones (chapter "Training").
 
 :class:`TrainConfig` is the one object the notebooks, the command line and the tests build.
-Five of its settings default to ``None``: :func:`resolve_recipe` chooses them for the length of
+Six of its settings default to ``None``: :func:`resolve_recipe` chooses them for the length of
 the run, once per run, and the code downstream (the optimizer, the loop, the checkpoint) takes
 only a resolved config. :data:`RESUMABLE` is the resume policy: which settings a resumed run may
 change; the command line's help and its refusals are written from it.
@@ -38,6 +38,7 @@ class TrainConfig:
     label_smoothing: float | None = None  # target share spread over all 10 classes: 0.1 gives 0.91 true, 0.01 others
     shift: int | None = None       # random translation of training images, in pixels (0: none)
     dropout: float | None = None   # drop probability before fc1 and fc2
+    average: float | None = None   # decay per step of the weights' moving average the run evaluates (0: none)
     width_mult: float = 1.0        # scales every channel and hidden width
     seed: int = 0                  # 0 .. 2**32-1; weights, data order, shifts and dropout all follow it
     device: str = "auto"           # "auto": CUDA, else MPS, else CPU
@@ -106,6 +107,8 @@ def _checks(c: TrainConfig):
          f"shift must be 0..8 pixels, got {c.shift}"),
         ("dropout", c.dropout is None or finite(c.dropout) and 0 <= c.dropout < 1,
          f"dropout must be in [0, 1), got {c.dropout}"),
+        ("average", c.average is None or finite(c.average) and 0 <= c.average < 1,
+         f"average must be a decay in [0, 1) (0: no average), got {c.average}"),
         ("width_mult", finite(c.width_mult) and 0 < c.width_mult <= MAX_WIDTH_MULT,
          f"width_mult must be above 0 and at most {MAX_WIDTH_MULT:g}, got {c.width_mult}"),
         ("device", c.device in DEVICES, f"device must be one of {', '.join(DEVICES)}, got {c.device!r}"),
@@ -136,7 +139,7 @@ ORIGINAL_RECIPE = dict(batch_size=64, lr=0.01, momentum=0.9, weight_decay=0.0, s
 
 # The automatic recipe (resolve_recipe). Its full strength is tuned for the default full run,
 # 5 epochs of 60,000 images; benchmarks/recipe.py measures it at other lengths.
-AUTO_FIELDS = ("batch_size", "lr", "dropout", "label_smoothing", "shift")
+AUTO_FIELDS = ("batch_size", "lr", "dropout", "label_smoothing", "shift", "average")
 FULL_RUN_IMAGES = 5 * 60_000  # training images a full run sees: regularisation at full strength
 BASE_BATCH, BASE_LR = 128, 0.05  # the full run's batch and peak learning rate
 # A short run takes smaller batches (down to 32) to get at least this many steps, and with them a
@@ -144,6 +147,11 @@ BASE_BATCH, BASE_LR = 128, 0.05  # the full run's batch and peak learning rate
 # batch 64 (938 steps, 0.025) above 99.0% (benchmarks/results/recipe-sweep-60000x1.txt).
 MIN_STEPS = 900
 FULL_DROPOUT, FULL_SMOOTHING, FULL_SHIFT = 0.5, 0.1, 2
+# An average of the weights (training.WeightAverage), for runs of one epoch of the full set up
+# to the full run: with it one epoch's run first reached 99.0% after half the images, 3 seeds of
+# 3 (benchmarks/results/speed-cpu-avx2-average-seeds.txt). The full run's 99.5% was measured
+# without it, and shorter runs were not measured with it: both keep none.
+AVERAGE_DECAY, AVERAGE_FROM = 0.99, 60_000
 
 
 def recipe_lr(batch_size: int) -> float:
@@ -166,7 +174,9 @@ def resolve_recipe(cfg: TrainConfig, train_size: int | None = None) -> TrainConf
     - dropout, label smoothing and random shifts: full strength (0.5, 0.1, 2 px) for a run
       that sees 300,000 training images or more, in proportion below (a 1-epoch run of
       60,000 images gets a fifth: 0.1, 0.02, 0 px). Regularisation pays off only on long runs:
-      on a short one it keeps the network from learning at all.
+      on a short one it keeps the network from learning at all;
+    - a moving average of the weights, decay :data:`AVERAGE_DECAY`, for runs of
+      :data:`AVERAGE_FROM` images (one epoch of the full set) up to a full run; 0 (none) otherwise.
     """
     size = train_size if train_size is not None else (cfg.subset or 60_000)
     images = size * cfg.epochs
@@ -184,6 +194,8 @@ def resolve_recipe(cfg: TrainConfig, train_size: int | None = None) -> TrainConf
         values["label_smoothing"] = round(FULL_SMOOTHING * strength, 3)
     if cfg.shift is None:
         values["shift"] = round(FULL_SHIFT * strength)
+    if cfg.average is None:
+        values["average"] = AVERAGE_DECAY if AVERAGE_FROM <= images < FULL_RUN_IMAGES else 0.0
     return replace(cfg, **values)
 
 
@@ -200,10 +212,13 @@ def describe_recipe(asked: TrainConfig, resolved: TrainConfig, train_size: int) 
     """The log's ``recipe:`` line: the recipe of the run, and which settings the run's length
     chose (those ``asked`` left automatic); under it, on a line of its own,
     :func:`few_steps_note` when it has something to say."""
-    auto = [name for name in AUTO_FIELDS if getattr(asked, name) is None]
+    # The average is named only in a run that keeps one.
+    auto = [name for name in AUTO_FIELDS if getattr(asked, name) is None and (name != "average" or resolved.average)]
     images = train_size * resolved.epochs
     text = (f"recipe: batch {resolved.batch_size}, peak lr {resolved.lr:g}, dropout {resolved.dropout:g}, "
             f"label smoothing {resolved.label_smoothing:g}, shift {resolved.shift} px")
+    if resolved.average:
+        text += f", weights averaged (decay {resolved.average:g})"
     if auto:
         text += (f" ({', '.join(name.replace('_', ' ') for name in auto)} chosen for "
                  f"{resolved.epochs} x {train_size:,} = {images:,} training images)")
@@ -242,6 +257,11 @@ RESUMABLE = {
 }
 
 
+# Settings added after the first checkpoints were written, with the value a run saved before
+# them trained with: a run resumed from such a file goes on as it started.
+ADDED_SINCE = {"average": 0.0}
+
+
 class ResumeMismatch(ConfigError):
     """A setting given for a resumed run differs from the one the run was started with."""
 
@@ -256,7 +276,7 @@ def resume_config(saved: dict, given: TrainConfig | dict | None, path="checkpoin
     :data:`RESUMABLE` taken from ``given`` (a config, or a dict of only the settings given,
     as the command line passes). Any other setting given must agree with the checkpoint's, or
     :class:`ResumeMismatch` names it; ``epochs`` may only grow."""
-    base = TrainConfig.from_dict(saved)
+    base = TrainConfig.from_dict({**ADDED_SINCE, **saved})
     values = asdict(given) if isinstance(given, TrainConfig) else dict(given or {})
     for name, value in values.items():
         if name in RESUMABLE or name == "world_size" or (name in AUTO_FIELDS and value is None):

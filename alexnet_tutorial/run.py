@@ -38,7 +38,7 @@ from .devices import (
 from .errors import ConfigError, UserError
 from .loaders import build_loaders, epoch_batches
 from .model import AlexNet, parameter_count
-from .training import RunningLoss, evaluate, learning_rate, make_optimizer, train_steps
+from .training import RunningLoss, WeightAverage, evaluate, learning_rate, make_optimizer, train_steps
 
 LOG_EVERY = 20  # steps between reads of the running loss (a read waits for the GPU)
 
@@ -90,7 +90,7 @@ class RunState:
 class FitResult:
     """What :func:`fit` returns: the trained network and how it got there."""
 
-    model: nn.Module            # the network after the last epoch
+    model: nn.Module            # the network after the last epoch, as evaluated (with an average: the average's)
     history: list[dict]         # per epoch: epoch, train_loss, test_loss, test_accuracy, seconds, images_per_s
     best_state: dict | None     # state_dict of the epoch with the best test accuracy (None: not at hand)
     best_epoch: int             # 1-based
@@ -123,7 +123,12 @@ class Setup:
     loss_fn: nn.Module
     lr_at: object                # step -> learning rate (training.learning_rate for this run)
     steps_per_epoch: int
+    average: WeightAverage | None = None  # the weights' moving average, when the recipe keeps one
     compile_seconds: float | None = None
+
+    def evaluated(self, model: nn.Module) -> nn.Module:
+        """The network the run evaluates and hands out: the average when there is one."""
+        return self.average.module if self.average is not None else model
 
 
 def check_dropout(model: nn.Module, cfg: TrainConfig) -> None:
@@ -137,7 +142,8 @@ def check_dropout(model: nn.Module, cfg: TrainConfig) -> None:
 
 def set_up(model: nn.Module, cfg: TrainConfig, device, steps_per_epoch: int) -> Setup:
     """Device, precision, layout, optimizer, gradient scaler, loss and schedule for ``cfg``;
-    under torchrun the model is wrapped for several processes, with ``compile`` compiled."""
+    under torchrun the model is wrapped for several processes, with ``compile`` compiled; with
+    ``cfg.average`` a moving average of the weights starts beside it."""
     precision = pick_precision(cfg.precision, device)
     channels_last = pick_channels_last(cfg.channels_last, device)
     model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
@@ -149,7 +155,8 @@ def set_up(model: nn.Module, cfg: TrainConfig, device, steps_per_epoch: int) -> 
                  optimizer=make_optimizer(model, cfg, device),
                  scaler=torch.amp.GradScaler(device.type, enabled=precision == "fp16"),
                  loss_fn=nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing),
-                 lr_at=partial(learning_rate, cfg=cfg, total_steps=total), steps_per_epoch=steps_per_epoch)
+                 lr_at=partial(learning_rate, cfg=cfg, total_steps=total), steps_per_epoch=steps_per_epoch,
+                 average=WeightAverage(model, cfg.average) if cfg.average else None)
 
 
 def steps_to_pause(run: RunState, cfg: TrainConfig, steps_per_epoch: int, first: bool) -> int:
@@ -189,7 +196,7 @@ def run_epoch(setup: Setup, loader, cfg: TrainConfig, run: RunState, save, progr
         done = run.epoch * steps + run.step
         n = train_steps(setup.net, islice(batches, steps_to_pause(run, cfg, steps, first)), setup.optimizer,
                         setup.loss_fn, setup.lr_at, done, running, device=setup.device, precision=setup.precision,
-                        scaler=setup.scaler, channels_last=setup.channels_last) - done
+                        scaler=setup.scaler, channels_last=setup.channels_last, average=setup.average) - done
         if n == 0:
             raise RuntimeError(f"the loader gave fewer batches than its length ({steps})")
         run.step, run.loss_sum, run.count = run.step + n, running.sum.item(), running.count
@@ -206,10 +213,11 @@ def run_epoch(setup: Setup, loader, cfg: TrainConfig, run: RunState, save, progr
 
 def end_epoch(model, test_loader, cfg: TrainConfig, run: RunState, setup: Setup, seconds: float, seen: int,
               log=print) -> bool:
-    """Evaluate after an epoch, record it in ``run`` and log it; True when it is the best epoch
-    so far. Images/s counts the images trained (all processes) since the epoch (re)started."""
+    """Evaluate after an epoch (the weights' average, when the run keeps one), record it in
+    ``run`` and log it; True when it is the best epoch so far. Images/s counts the images
+    trained (all processes) since the epoch (re)started."""
     run.loss_sum, run.count, seen = distributed.all_sum(run.loss_sum, run.count, seen)
-    result = evaluate(model, test_loader, setup.device, setup.precision)
+    result = evaluate(setup.evaluated(model), test_loader, setup.device, setup.precision)
     loss_sum, correct, count = distributed.all_sum(result["loss"] * result["count"], result["correct"],
                                                    result["count"])  # each process evaluated a shard
     record = {"epoch": run.epoch + 1, "train_loss": run.loss_sum / max(run.count, 1),
@@ -238,7 +246,7 @@ class Saver:
         where = {"device": self.setup.device.type, "precision": self.setup.precision}
         fields = {**self.run.fields(), "running": {"loss_sum": loss_sum, "count": count}}
         state = ckpt.training_state(self.model, self.setup.optimizer, self.setup.scaler, self.cfg,
-                                    **fields, **where)
+                                    **fields, **where, average=self.setup.average)
         runfiles.write_run(state, self.path, is_best)
 
 
@@ -269,13 +277,13 @@ def fit(model: nn.Module, train_loader, test_loader, cfg: TrainConfig, *, device
             if setup.compile_seconds is not None and run.epoch == 0:
                 log(f"torch.compile: the first step (compiling) took {setup.compile_seconds:.1f} s")
             if end_epoch(model, test_loader, cfg, run, setup, seconds, seen, log):
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                best_state = {k: v.detach().clone() for k, v in setup.evaluated(model).state_dict().items()}
                 save(is_best=True)
             else:
                 save()
-    return FitResult(model=model, history=run.history, best_state=best_state, best_epoch=run.best_epoch,
-                     best_accuracy=run.best_accuracy, precision=setup.precision, device=str(device),
-                     compile_seconds=setup.compile_seconds, config=cfg)
+    return FitResult(model=setup.evaluated(model), history=run.history, best_state=best_state,
+                     best_epoch=run.best_epoch, best_accuracy=run.best_accuracy, precision=setup.precision,
+                     device=str(device), compile_seconds=setup.compile_seconds, config=cfg)
 
 
 def log_start(setup: Setup, cfg: TrainConfig, given: TrainConfig, train_size: int, log) -> None:
@@ -294,7 +302,7 @@ def log_start(setup: Setup, cfg: TrainConfig, given: TrainConfig, train_size: in
 def restore(state: dict, model, setup: Setup, cfg: TrainConfig, resume_path, checkpoint_path, log):
     """Put a checkpoint's run back: weights, optimizer, scaler, random state, position; returns
     the run and the best epoch's weights (None when they are nowhere to be had)."""
-    ckpt.restore_training(state, model, setup.optimizer, setup.scaler)
+    ckpt.restore_training(state, model, setup.optimizer, setup.scaler, setup.average, resume_path)
     run = RunState.from_checkpoint(state)
     best_state = runfiles.restore_best(state, run, resume_path or checkpoint_path, checkpoint_path, log)
     log(f"resuming after epoch {run.epoch}, step {run.step} (best so far: "
@@ -343,7 +351,7 @@ def train(cfg: TrainConfig | dict | None = None, *, out=None, resume=None, force
         torch.manual_seed(cfg.seed)
         model = AlexNet(width_mult=cfg.width_mult, dropout=cfg.dropout)
         if state is not None:
-            ckpt.load_weights(model, state, resume)  # fails here, naming the file, if they do not fit
+            ckpt.load_weights(model, state, resume, training=True)  # fails here, naming the file, if they do not fit
         train_loader, test_loader = build_loaders(cfg, device)
         return fit(model, train_loader, test_loader, cfg, device=device, checkpoint_path=out, resume=state,
                    given=given, resume_path=resume, progress=progress, log=log)

@@ -205,4 +205,4 @@ def restore_best(state: dict, run, resume_path, checkpoint_path, log) -> dict | 
                 log(f"note: {target} held epoch {there['epoch']} of another run; it now holds this run's best "
                     f"epoch ({found['epoch']})")
             write_run(found, target, is_best=False)  # the .best file this run's checkpoint counts on
-    return found["model"]
+    return ckpt.model_weights(found)

@@ -15,8 +15,8 @@ import torch
 from .errors import CheckpointError
 
 FORMAT = "alexnet-tutorial-checkpoint"
-VERSION = 3  # 3: no scheduler state (the learning rate is a function of the step); 2: run_id, device and
-#            precision; 2 and 1 are read too
+VERSION = 4  # 4: the weights' moving average; 3: no scheduler state (the learning rate is a function of
+#            the step); 2: run_id, device and precision; 3, 2 and 1 are read too
 
 
 
@@ -126,6 +126,10 @@ def _weights(value, field):
                        "(a run that diverged writes such weights)")
 
 
+def _average(value, field):
+    _dict(value, field, {"model": _weights, "updates": _whole(1)})
+
+
 def _running(value, field):
     _dict(value, field, {"loss_sum": _number(), "count": _whole(0)})
 
@@ -175,13 +179,14 @@ def _config(value, field):
 
 
 # Every field load_model and a resume read: its check, and the format version that added it
-# (version 1 had no run_id, device or precision).
+# (version 1 had no run_id, device or precision; before 4, no average).
 _SCHEMA = {
     "arch": (_text, 1), "width_mult": (_positive_finite, 1), "model": (_weights, 1), "config": (_config, 1),
     "epoch": (_whole(0), 1), "step": (_whole(0), 1), "history": (_records(_epoch_record), 1),
     "running": (_running, 1), "best": (_best, 1), "optimizer": (_optimizer, 1),
     "scaler": (_optional(_plain_dict), 1), "rng": (_rng, 1),
     "run_id": (_optional(_text), 2), "device": (_optional(_text), 2), "precision": (_optional(_text), 2),
+    "average": (_optional(_average), 4),
 }
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel
 
 from .config import TrainConfig, require_resolved
 from .devices import accumulator_dtype, autocast
@@ -30,6 +31,49 @@ class RunningLoss:
 
     def mean(self) -> float:
         return self.sum.item() / max(self.count, 1)
+
+
+class WeightAverage:
+    """An exponential moving average of ``model``'s weights, updated after every step
+    (``torch.optim.swa_utils.AveragedModel``). Update n (0-based) moves the average towards the
+    weights by 1 - d, with the decay d = min(``decay``, (1 + n) / (10 + n)): the first update
+    copies the weights and the early ones, made from near the random start, soon weigh nothing.
+    With ``decay`` 0.99 the average spans about the last 100 steps; :attr:`module` is the
+    averaged network, which the run evaluates and hands out."""
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.decay = decay
+        self.averaged = AveragedModel(model, multi_avg_fn=self._move, use_buffers=True)
+        self.source = model  # the network being trained (not a wrapper around it)
+
+    @property
+    def module(self) -> nn.Module:
+        return self.averaged.module
+
+    @property
+    def updates(self) -> int:
+        """Updates so far (kept on the CPU: reading it never waits for a GPU)."""
+        return int(self.averaged.n_averaged)
+
+    def decay_now(self) -> float:
+        """The decay of the next update."""
+        n = self.updates
+        return min(self.decay, (1 + n) / (10 + n))
+
+    def _move(self, averaged: list, current: list, _n) -> None:
+        torch._foreach_lerp_(averaged, current, 1 - self.decay_now())
+
+    def update(self) -> None:
+        self.averaged.update_parameters(self.source)
+
+    def state_dict(self) -> dict:
+        """What a checkpoint keeps: the averaged weights (on the CPU) and the number of updates."""
+        weights = {k: v.detach().to("cpu", copy=True) for k, v in self.module.state_dict().items()}
+        return {"model": weights, "updates": self.updates}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.module.load_state_dict(state["model"])
+        self.averaged.n_averaged.fill_(int(state["updates"]))
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig, device=None) -> torch.optim.Optimizer:
@@ -57,11 +101,13 @@ def learning_rate(step: int, cfg: TrainConfig, total_steps: int) -> float:
 
 
 def train_steps(model, batches, optimizer, loss_fn, lr_at, step: int, running: RunningLoss, *,
-                device, precision: str = "fp32", scaler=None, channels_last: bool = False) -> int:
+                device, precision: str = "fp32", scaler=None, channels_last: bool = False,
+                average: WeightAverage | None = None) -> int:
     """Train ``model`` on every (images, labels) in ``batches``: chapter 4's loop, plus the
     differences it lists. ``step`` counts the optimizer steps taken before these, and sets the
     learning rate (``lr_at(step)``); returns the count after them. Each batch's loss is added
-    to ``running`` on the device, so nothing here waits for a GPU."""
+    to ``running`` on the device, so nothing here waits for a GPU. ``average``: updated after
+    every step."""
     scaler = scaler or torch.amp.GradScaler(enabled=False)  # scales only in fp16
     layout = torch.channels_last if channels_last else torch.preserve_format
     model.train()
@@ -76,6 +122,8 @@ def train_steps(model, batches, optimizer, loss_fn, lr_at, step: int, running: R
         scaler.scale(loss).backward()            # fp16: scaled up, so small gradients survive
         scaler.step(optimizer)                   # fp16: skipped if a gradient overflowed
         scaler.update()
+        if average is not None:
+            average.update()                     # the moving average of the weights
         running.add(loss.detach(), len(labels))
         step += 1
     return step

@@ -17,11 +17,10 @@ set normalised on the device in two tensors, index-slice batches with random shi
 channels_last, bf16/fp16 autocast where the hardware runs it natively, and ``TrainConfig``'s
 recipe. It runs unchanged on a CUDA GPU (``--device auto`` picks it). ``package-1ep`` (opt-in,
 ``--pipelines``) is the same pipeline for one epoch whatever ``--epochs`` says, with the
-automatic recipe for that one epoch: what ``alexnet-tutorial train --epochs 1`` does.
-``package-1ep-avg`` (opt-in) is ``package-1ep`` evaluated on an exponential moving average of
-its weights (``torch.optim.swa_utils.AveragedModel``, decay ``--average``) instead of the
-weights themselves; the average is updated after every step, inside the timed loop. It is a
-lever measured here, not (yet) what ``train`` does.
+automatic recipe for that one epoch: what ``alexnet-tutorial train --epochs 1`` does. Where
+that recipe keeps a moving average of the weights (``TrainConfig.average``: one epoch of the
+full set does), the pipeline updates it after every step, inside the timed loop, and evaluates
+the average, as ``train`` does.
 
     python benchmarks/speed.py --json benchmarks/results/speed-cpu.json
 """
@@ -47,7 +46,6 @@ from alexnet_tutorial.run import set_up
 from alexnet_tutorial.training import RunningLoss, evaluate, train_steps
 
 TARGET = 0.99  # the test accuracy whose first crossing is timed
-AVERAGE = 0.99  # package-1ep-avg's decay per step: an average over about the last 100 steps
 _KEEP = contextlib.ExitStack()  # settings a pipeline keeps for its whole process
 
 
@@ -122,12 +120,13 @@ def package_pipeline(device, seed, subset, data_dir, epochs, settings=None):
     def step(images, labels):  # the package's loop over this one batch
         done[0] = train_steps(setup.net, [(images, labels)], setup.optimizer, setup.loss_fn, setup.lr_at, done[0],
                               running, device=device, precision=setup.precision, scaler=setup.scaler,
-                              channels_last=setup.channels_last)
+                              channels_last=setup.channels_last, average=setup.average)
 
-    info = {"precision": setup.precision, "memory_format": "channels_last" if setup.channels_last else "contiguous",
+    info = {"evaluated": "the weights' moving average" if setup.average else "the weights",
+            "precision": setup.precision, "memory_format": "channels_last" if setup.channels_last else "contiguous",
             "batch_size": cfg.batch_size, "loader": "TensorLoader (whole set on the device)",
             "config": cfg.to_dict()}
-    return model, train_loader, test_loader, step, setup.precision, info
+    return setup.evaluated(model), train_loader, test_loader, step, setup.precision, info
 
 
 def forward_flops(model: nn.Module) -> int:
@@ -160,33 +159,8 @@ def eval_points(steps_per_epoch: int, every: float) -> list[int]:
     return sorted({max(1, round(i * steps_per_epoch / k)) for i in range(1, k + 1)})
 
 
-def average_warmup(decay: float):
-    """The update of an exponential moving average whose decay grows with the number of
-    updates n to at most ``decay``: min(decay, (1 + n) / (10 + n)), so that the first steps'
-    weights (from the random start) soon weigh nothing. For ``AveragedModel(multi_avg_fn=...)``."""
-    def update(averaged: list, current: list, num_averaged: torch.Tensor) -> None:
-        n = int(num_averaged)  # updates so far, the first (a copy) included
-        torch._foreach_lerp_(averaged, current, 1 - min(decay, (1 + n) / (10 + n)))
-
-    return update
-
-
-def averaged(model: nn.Module, step, decay: float):
-    """``model``'s exponential moving average (see :func:`average_warmup`) and a step that
-    trains ``model`` and then updates the average; the average is the model to evaluate."""
-    from torch.optim.swa_utils import AveragedModel
-
-    average = AveragedModel(model, multi_avg_fn=average_warmup(decay), use_buffers=True)
-
-    def step_and_average(images, labels):
-        step(images, labels)
-        average.update_parameters(model)
-
-    return average.module, step_and_average
-
-
 def run_pipeline(name, device_name, epochs, seed, subset, data_dir, eval_every, max_seconds, settings=None,
-                 stop_at_target=False, target=TARGET, average=AVERAGE):
+                 stop_at_target=False, target=TARGET):
     """Train one pipeline, timing training only; returns a dict of results. ``stop_at_target``:
     stop at the first evaluation that reaches ``target`` (the time to it is then known)."""
     device = pick_device(device_name)
@@ -199,9 +173,6 @@ def run_pipeline(name, device_name, epochs, seed, subset, data_dir, eval_every, 
     else:
         built = package_pipeline(device, seed, subset, data_dir, epochs, settings)
     model, train_loader, test_loader, step, precision, info = built
-    if name == "package-1ep-avg":
-        model, step = averaged(model, step, average)
-        info = {**info, "average": average}
     setup_seconds = time.perf_counter() - setup_started
     flops = forward_flops(model)
     if device.type == "cuda":
@@ -338,7 +309,7 @@ def table(results: list[dict], target: float = TARGET) -> str:
         lines.append(f"{r['pipeline']:<16}{r['precision']:<11}{r['memory_format']:<15}{r['batch_size']:>6}"
                      f"{r['images_per_s']:>10,.0f}  {_fmt_time(r):<26}{final:>12}{r['peak_memory_mib']:>10,.0f}")
     by = {r["pipeline"]: r for r in results}
-    for name in ("package", "package-1ep", "package-1ep-avg"):
+    for name in ("package", "package-1ep"):
         if "original" not in by or name not in by:
             continue
         o, p = by["original"], by[name]
@@ -366,11 +337,11 @@ def main(argv=None) -> int:
     parser.add_argument("--eval-every", type=float, default=0.25,
                         help="evaluate on the test set every this fraction of an epoch (default 0.25)")
     parser.add_argument("--pipelines", nargs="+", default=["original", "package"],
-                        choices=("original", "package", "package-1ep", "package-1ep-avg"),
-                        help="default original and package; package-1ep: the package for one epoch only; "
-                             "package-1ep-avg: the same, evaluated on an average of its weights")
-    parser.add_argument("--average", type=float, default=AVERAGE,
-                        help=f"package-1ep-avg's average: the decay per step (default {AVERAGE})")
+                        choices=("original", "package", "package-1ep"),
+                        help="default original and package; package-1ep: the package for one epoch only")
+    parser.add_argument("--average", type=float, default=None, metavar="DECAY",
+                        help="the package pipelines' moving average of the weights (default: TrainConfig's, "
+                             "chosen for the run's length; 0: none)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--subset", type=int, default=None, help="train on the first N training images only")
     parser.add_argument("--batch-size", type=int, default=None,
@@ -385,20 +356,21 @@ def main(argv=None) -> int:
         args.subset, args.epochs, args.eval_every = args.subset or 512, 1, 1.0
     if not 0 < args.eval_every <= 1:
         parser.error("--eval-every must be a fraction of an epoch in (0, 1]")
-    if not 0 < args.average < 1:
-        parser.error("--average must be a decay in (0, 1)")
+    if args.average is not None and not 0 <= args.average < 1:
+        parser.error("--average must be a decay in [0, 1)")
     if not 0 < args.target <= 1:
         parser.error("--target must be a test accuracy in (0, 1]")
 
     device = pick_device(args.device)
     print(f"# {describe_device(device)}, torch {torch.__version__}", flush=True)
-    settings = {k: v for k, v in (("batch_size", args.batch_size), ("compile", args.compile)) if v}
+    settings = {k: v for k, v in (("batch_size", args.batch_size), ("compile", args.compile),
+                                  ("average", args.average)) if v is not None and v is not False}
     started = time.perf_counter()
     results = []
     for name in args.pipelines:
         r = run_isolated(name, args.device, args.epochs, args.seed, args.subset, args.data_dir,
                          args.eval_every, args.max_seconds, settings if name.startswith("package") else None,
-                         args.stop_at_target, args.target, args.average)
+                         args.stop_at_target, args.target)
         results.append(r)
         print(f"  {name}: " + ", ".join(f"{c['epoch']:g}:{100 * c['test_accuracy']:.2f}%" for c in r["curve"]),
               flush=True)

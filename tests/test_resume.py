@@ -35,9 +35,9 @@ EXPECTED_RESUMABLE = {"epochs", "device", "precision", "channels_last", "compile
 # A valid value other than the saved run's (below) for every setting.
 OTHER_VALUE = {"epochs": 10, "batch_size": 64, "lr": 0.02, "momentum": 0.8, "weight_decay": 1e-3,
                "schedule": "constant", "warmup": 0.1, "label_smoothing": 0.05, "shift": 1, "dropout": 0.2,
-               "width_mult": 0.5, "seed": 7, "device": "cpu", "precision": "fp32", "channels_last": False,
-               "compile": True, "loader": "torchvision", "data_dir": "/elsewhere", "subset": 1000, "stratified": True,
-               "eval_batch_size": 500, "checkpoint_every": 10, "world_size": 2}
+               "average": 0.5, "width_mult": 0.5, "seed": 7, "device": "cpu", "precision": "fp32",
+               "channels_last": False, "compile": True, "loader": "torchvision", "data_dir": "/elsewhere",
+               "subset": 1000, "stratified": True, "eval_batch_size": 500, "checkpoint_every": 10, "world_size": 2}
 SAVED = TrainConfig(subset=2000, epochs=3).resolved().to_dict()  # a run's settings as its checkpoint holds them
 
 
@@ -113,12 +113,13 @@ def test_the_command_line_refuses_seed_on_resume_and_takes_epochs_and_device(tin
 
 # --- stopped mid-epoch and resumed, in-process ------------------------------------------------------
 
-@pytest.mark.parametrize("epoch, step", [(0, 3), (1, 1)])  # in the first epoch; in the second
+# In the first epoch; in the second; in the second with a moving average of the weights.
+@pytest.mark.parametrize("epoch, step, average", [(0, 3, 0.0), (1, 1, 0.0), (1, 1, 0.9)])
 def test_a_run_stopped_mid_epoch_and_resumed_ends_bit_identical(tiny, tmp_path, stop_after, weights_equal,
-                                                                without_timing, epoch, step):
+                                                                without_timing, epoch, step, average):
     # Dropout and shifts draw random numbers, and the data order follows the epoch: the run
     # comes back exactly only with its random state and its place in the data restored.
-    cfg = tiny(subset=256, epochs=2, dropout=0.3, shift=2, checkpoint_every=3)  # 8 steps an epoch
+    cfg = tiny(subset=256, epochs=2, dropout=0.3, shift=2, checkpoint_every=3, average=average)  # 8 steps an epoch
     whole = train(cfg, out=tmp_path / "whole.pt", **quiet)
     stop_after(epoch, step)
     with pytest.raises(KeyboardInterrupt):
@@ -130,6 +131,11 @@ def test_a_run_stopped_mid_epoch_and_resumed_ends_bit_identical(tiny, tmp_path, 
     assert without_timing(resumed.history) == without_timing(whole.history)
     a, b = load_checkpoint(tmp_path / "whole.pt"), load_checkpoint(tmp_path / "cut.pt")
     assert weights_equal(a["optimizer"]["state"][0], b["optimizer"]["state"][0])  # momentum too
+    assert weights_equal(a["model"], b["model"])  # the weights trained, and their average
+    assert (a["average"] is None) == (average == 0.0) and (b["average"] is None) == (average == 0.0)
+    if average:
+        assert a["average"]["updates"] == b["average"]["updates"] == 16
+        assert weights_equal(a["average"]["model"], b["average"]["model"])
     assert torch.equal(a["rng"]["torch"], b["rng"]["torch"])
 
 

@@ -304,17 +304,17 @@ def test_code_after_the_recipe_refuses_an_unresolved_config(seeded_model, train_
     resolved = TrainConfig(epochs=1, device="cpu", dropout=0.0).resolved(64)
     optimizer = make_optimizer(model, resolved)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    unresolved = TrainConfig(epochs=1, device="cpu", dropout=0.0)  # batch, lr, smoothing, shift automatic
+    unresolved = TrainConfig(epochs=1, device="cpu", dropout=0.0)  # batch, lr, smoothing, shift, average automatic
     for who, call in [("fit", lambda: fit(model, loader, small_eval, unresolved, **quiet)),
                       ("make_optimizer", lambda: make_optimizer(model, unresolved)),
                       ("a checkpoint", lambda: ckpt.training_state(
                           model, optimizer, None, unresolved, epoch=1, step=0, history=[], running={}, best={}))]:
         with pytest.raises(ConfigError, match=rf"^{who} needs a resolved config \(batch_size, lr, label_smoothing, "
-                                              r"shift still automatic\)"):
+                                              r"shift, average still automatic\)"):
             call()
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
     with pytest.raises(ConfigError, match=r"\(lr still automatic\)"):
-        make_optimizer(model, TrainConfig(batch_size=32, dropout=0.0, label_smoothing=0.0, shift=0))
+        make_optimizer(model, TrainConfig(batch_size=32, dropout=0.0, label_smoothing=0.0, shift=0, average=0.0))
 
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf])
