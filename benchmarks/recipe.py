@@ -99,7 +99,8 @@ def sweep_table(rows: list[dict]) -> str:
             cells.append(f"{sum(accs) / len(accs):>9.2f} ({len(accs)})" if accs else f"{'-':>14}")
         auto = next((r["config"] for r in here if r["recipe"] == "auto"), None)
         note = (f"  batch {auto['batch_size']}, lr {auto['lr']:g}, dropout {auto['dropout']:g}, "
-                f"smoothing {auto['label_smoothing']:g}, shift {auto['shift']}") if auto else ""
+                f"smoothing {auto['label_smoothing']:g}, shift {auto['shift']}"
+                + (f", average {auto['average']:g}" if auto.get("average") else "")) if auto else ""
         out.append(f"{f'{images:,} x {epochs}':<14}" + "".join(cells) + note)
     out.append("mean test accuracy (%) over the seeds run (their number in brackets)")
     return "\n".join(out)
