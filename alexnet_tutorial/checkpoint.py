@@ -118,8 +118,12 @@ def _put_weights(model: nn.Module, weights: dict, name, assign: bool = False) ->
     try:
         model.load_state_dict(weights, assign=assign)
     except (RuntimeError, KeyError, TypeError) as exc:
-        why = " ".join(str(exc).split())[:300] or type(exc).__name__  # one line, with the missing keys
-        raise CheckpointError(f"{name}: weights do not fit the model ({why})") from None
+        raise CheckpointError(f"{name}: weights do not fit the model ({_why(exc)})") from None
+
+
+def _why(exc: Exception) -> str:
+    """A load_state_dict error in one line (with the missing keys), at most 300 characters."""
+    return " ".join(str(exc).split())[:300] or type(exc).__name__
 
 
 def load_model(path, map_location="cpu") -> nn.Module:
@@ -186,8 +190,10 @@ def restore_training(state: dict, model, optimizer, scaler, average=None, path="
         if state.get("average") is None:
             raise CheckpointError(f"{path}: checkpoint cannot be resumed: its run averages its weights "
                                   "(config average), but it holds no average")
-        _put_weights(average.module, state["average"]["model"], path)
-        average.load_state_dict(state["average"])
+        try:
+            average.load_state_dict(state["average"])
+        except (RuntimeError, KeyError, TypeError) as exc:
+            raise CheckpointError(f"{path}: the average's weights do not fit the model ({_why(exc)})") from None
     try:
         optimizer.load_state_dict(state["optimizer"])
         if scaler is not None and scaler.is_enabled() and state.get("scaler") is not None:

@@ -128,6 +128,16 @@ def test_a_run_that_averages_but_whose_checkpoint_lost_the_average_is_refused_un
     assert (tmp_path / "edited.pt").read_bytes() == before
 
 
+def test_an_average_that_does_not_fit_the_model_is_refused_in_one_line(averaged_run, tmp_path):
+    _, out = averaged_run
+    state = ckpt.load_checkpoint(out)
+    state["average"]["model"].pop("fc3.bias")  # a key the network has
+    torch.save(state, tmp_path / "edited.pt")
+    with pytest.raises(CheckpointError, match=r"edited\.pt: the average's weights do not fit the model \(.*"
+                                              r"fc3\.bias"):
+        train({"epochs": 3}, resume=tmp_path / "edited.pt", **quiet)
+
+
 def test_a_checkpoint_from_before_the_average_loads_and_resumes_without_one(tiny, tmp_path, weights_equal):
     out = tmp_path / "old.pt"
     train(tiny(epochs=1, average=0.0), out=out, **quiet)
