@@ -126,10 +126,6 @@ class Setup:
     average: WeightAverage | None = None  # the weights' moving average, when the recipe keeps one
     compile_seconds: float | None = None
 
-    def evaluated(self, model: nn.Module) -> nn.Module:
-        """The network the run evaluates and hands out: the average when there is one."""
-        return self.average.module if self.average is not None else model
-
 
 def check_dropout(model: nn.Module, cfg: TrainConfig) -> None:
     """Refuse a model built by hand whose dropout differs from the run's: the checkpoint would
@@ -141,9 +137,8 @@ def check_dropout(model: nn.Module, cfg: TrainConfig) -> None:
 
 
 def set_up(model: nn.Module, cfg: TrainConfig, device, steps_per_epoch: int) -> Setup:
-    """Device, precision, layout, optimizer, gradient scaler, loss and schedule for ``cfg``;
-    under torchrun the model is wrapped for several processes, with ``compile`` compiled; with
-    ``cfg.average`` a moving average of the weights starts beside it."""
+    """Device, precision, layout, optimizer, gradient scaler, loss, schedule and the weights' average
+    for ``cfg``; under torchrun the model is wrapped for several processes, with ``compile`` compiled."""
     precision = pick_precision(cfg.precision, device)
     channels_last = pick_channels_last(cfg.channels_last, device)
     model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
@@ -213,11 +208,10 @@ def run_epoch(setup: Setup, loader, cfg: TrainConfig, run: RunState, save, progr
 
 def end_epoch(model, test_loader, cfg: TrainConfig, run: RunState, setup: Setup, seconds: float, seen: int,
               log=print) -> bool:
-    """Evaluate after an epoch (the weights' average, when the run keeps one), record it in
-    ``run`` and log it; True when it is the best epoch so far. Images/s counts the images
-    trained (all processes) since the epoch (re)started."""
+    """Evaluate ``model`` after an epoch, record it in ``run`` and log it; True when it is the best
+    epoch so far. Images/s counts the images trained (all processes) since the epoch (re)started."""
     run.loss_sum, run.count, seen = distributed.all_sum(run.loss_sum, run.count, seen)
-    result = evaluate(setup.evaluated(model), test_loader, setup.device, setup.precision)
+    result = evaluate(model, test_loader, setup.device, setup.precision)
     loss_sum, correct, count = distributed.all_sum(result["loss"] * result["count"], result["correct"],
                                                    result["count"])  # each process evaluated a shard
     record = {"epoch": run.epoch + 1, "train_loss": run.loss_sum / max(run.count, 1),
@@ -266,22 +260,21 @@ def fit(model: nn.Module, train_loader, test_loader, cfg: TrainConfig, *, device
     device = distributed.setup(torch.device(device) if device is not None else pick_device(cfg.device))
     log, progress = distributed.on_main_only(log, progress)
     setup = set_up(model, cfg, device, len(train_loader))
-    run, best_state = RunState(), None
-    if resume is not None:
-        run, best_state = restore(resume, model, setup, cfg, resume_path, checkpoint_path, log)
+    run, best_state = (restore(resume, model, setup, cfg, resume_path, checkpoint_path, log) if resume is not None
+                       else (RunState(), None))
     log_start(setup, cfg, given or cfg, len(train_loader.dataset), log)
+    evaluated = setup.average.module if setup.average else model  # what the run evaluates and hands out
     save = Saver(checkpoint_path, model, setup, cfg, run)
     with cudnn_autotune(device):
         while run.epoch < cfg.epochs:
             seconds, seen = run_epoch(setup, train_loader, cfg, run, save, progress)
             if setup.compile_seconds is not None and run.epoch == 0:
                 log(f"torch.compile: the first step (compiling) took {setup.compile_seconds:.1f} s")
-            if end_epoch(model, test_loader, cfg, run, setup, seconds, seen, log):
-                best_state = {k: v.detach().clone() for k, v in setup.evaluated(model).state_dict().items()}
-                save(is_best=True)
-            else:
-                save()
-    return FitResult(model=setup.evaluated(model), history=run.history, best_state=best_state,
+            is_best = end_epoch(evaluated, test_loader, cfg, run, setup, seconds, seen, log)
+            if is_best:
+                best_state = {k: v.detach().clone() for k, v in evaluated.state_dict().items()}
+            save(is_best=is_best)
+    return FitResult(model=evaluated, history=run.history, best_state=best_state,
                      best_epoch=run.best_epoch, best_accuracy=run.best_accuracy, precision=setup.precision,
                      device=str(device), compile_seconds=setup.compile_seconds, config=cfg)
 
@@ -300,8 +293,7 @@ def log_start(setup: Setup, cfg: TrainConfig, given: TrainConfig, train_size: in
 
 
 def restore(state: dict, model, setup: Setup, cfg: TrainConfig, resume_path, checkpoint_path, log):
-    """Put a checkpoint's run back: weights, optimizer, scaler, random state, position; returns
-    the run and the best epoch's weights (None when they are nowhere to be had)."""
+    """Put a checkpoint's run back (``restore_training``); returns it and its best weights, or None."""
     ckpt.restore_training(state, model, setup.optimizer, setup.scaler, setup.average, resume_path)
     run = RunState.from_checkpoint(state)
     best_state = runfiles.restore_best(state, run, resume_path or checkpoint_path, checkpoint_path, log)

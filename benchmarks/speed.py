@@ -126,7 +126,8 @@ def package_pipeline(device, seed, subset, data_dir, epochs, settings=None):
             "precision": setup.precision, "memory_format": "channels_last" if setup.channels_last else "contiguous",
             "batch_size": cfg.batch_size, "loader": "TensorLoader (whole set on the device)",
             "config": cfg.to_dict()}
-    return setup.evaluated(model), train_loader, test_loader, step, setup.precision, info
+    evaluated = setup.average.module if setup.average else model  # as fit evaluates
+    return evaluated, train_loader, test_loader, step, setup.precision, info
 
 
 def forward_flops(model: nn.Module) -> int:
