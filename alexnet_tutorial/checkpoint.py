@@ -152,6 +152,14 @@ def _rng_state() -> dict:
     return rng
 
 
+def _on_cpu(value):
+    """``value`` (a state dict, nested or not) with CPU copies of its tensors: a checkpoint
+    loads on any machine, and the run's later steps do not change what it saved."""
+    if isinstance(value, dict):
+        return {k: _on_cpu(v) for k, v in value.items()}
+    return value.detach().to("cpu", copy=True) if isinstance(value, torch.Tensor) else value
+
+
 def training_state(model, optimizer, scaler, cfg, *, epoch: int, step: int,
                    history: list, running: dict, best: dict, run_id: str | None = None,
                    device: str | None = None, precision: str | None = None, average=None) -> dict:
@@ -165,8 +173,8 @@ def training_state(model, optimizer, scaler, cfg, *, epoch: int, step: int,
     return {
         "format": FORMAT, "version": VERSION,
         "arch": type(model).__name__, "width_mult": float(getattr(model, "width_mult", 1.0)),
-        "model": {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()},
-        "average": average.state_dict() if average is not None else None,
+        "model": _on_cpu(model.state_dict()),
+        "average": _on_cpu(average.state_dict()) if average is not None else None,
         "optimizer": optimizer.state_dict(),
         "scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else None,
         "config": require_resolved(cfg, "a checkpoint").to_dict(),  # every setting as the run resolved it

@@ -67,9 +67,9 @@ class WeightAverage:
         self.averaged.update_parameters(self.source)
 
     def state_dict(self) -> dict:
-        """What a checkpoint keeps: the averaged weights (on the CPU) and the number of updates."""
-        weights = {k: v.detach().to("cpu", copy=True) for k, v in self.module.state_dict().items()}
-        return {"model": weights, "updates": self.updates}
+        """What a checkpoint keeps: the averaged weights (as ``nn.Module.state_dict`` gives them,
+        on the model's device) and the number of updates."""
+        return {"model": self.module.state_dict(), "updates": self.updates}
 
     def load_state_dict(self, state: dict) -> None:
         self.module.load_state_dict(state["model"])

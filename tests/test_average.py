@@ -50,6 +50,26 @@ def test_the_average_round_trips_through_its_state():
     assert all(torch.equal(a, b) for a, b in zip(again.module.state_dict().values(), state["model"].values()))
 
 
+def test_a_checkpoint_keeps_a_copy_of_the_average_that_later_updates_do_not_change():
+    from alexnet_tutorial.model import AlexNet
+    model = AlexNet()
+    average = WeightAverage(model, decay=0.9)
+    average.update()
+    cfg = TrainConfig(epochs=1, average=0.9).resolved(train_size=64)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    state = ckpt.training_state(model, optimizer, None, cfg, epoch=0, step=1, history=[],
+                                running={}, best={}, average=average)
+    saved = {k: v.clone() for k, v in state["average"]["model"].items()}
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    average.update()  # the run goes on: the average moves, the checkpoint's copy must not
+    assert state["average"]["updates"] == 1
+    assert all(v.device.type == "cpu" for v in state["average"]["model"].values())
+    assert all(torch.equal(saved[k], v) for k, v in state["average"]["model"].items())
+    assert not torch.equal(saved["fc3.weight"], average.module.state_dict()["fc3.weight"])
+
+
 @pytest.mark.parametrize("images, epochs, expected", [
     (60_000, 1, AVERAGE_DECAY),   # one epoch of the full set: where it was measured
     (60_000, 4, AVERAGE_DECAY),   # 240,000 images: still short of a full run

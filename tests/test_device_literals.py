@@ -54,7 +54,7 @@ ALLOWED = [
             "loading onto the CPU reads a checkpoint written on any machine; callers move the model"),
     Allowed("alexnet_tutorial/checkpoint.py", "map_location='cpu'", "load_model",
             "the same for the loaded network, which the caller then moves where it trains or predicts"),
-    Allowed("alexnet_tutorial/checkpoint.py", ".to('cpu')", "training_state",
+    Allowed("alexnet_tutorial/checkpoint.py", ".to('cpu')", "_on_cpu",
             "a checkpoint holds CPU copies of the weights, so that it loads on any machine"),
     Allowed("alexnet_tutorial/data.py", "device='cpu'", "mnist_tensors",
             "where the tensors go unless the caller names the run's device (build_loaders does)"),
