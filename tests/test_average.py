@@ -183,3 +183,12 @@ def test_an_average_is_part_of_the_recipe_a_resumed_run_keeps(averaged_run, caps
     _, out = averaged_run
     assert cli.main(["train", "--resume", str(out), "--average", "0.5"]) == 2
     assert "--average 0.5 differs from 0.9" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("images, epochs", [(2_560, 1), (60_000, 1), (60_000, 5)])
+def test_the_original_recipe_fixes_every_automatic_setting_and_keeps_no_average(images, epochs):
+    from alexnet_tutorial.config import AUTO_FIELDS, ORIGINAL_RECIPE
+    assert set(AUTO_FIELDS) <= set(ORIGINAL_RECIPE)  # no length of run changes the original's recipe
+    cfg = TrainConfig(epochs=epochs, **ORIGINAL_RECIPE).resolved(train_size=images)
+    assert cfg.average == 0.0
+    assert all(getattr(cfg, name) == ORIGINAL_RECIPE[name] for name in AUTO_FIELDS)
