@@ -8,8 +8,9 @@ import torch
 
 from alexnet_tutorial import checkpoint as ckpt
 from alexnet_tutorial import cli
-from alexnet_tutorial.config import AVERAGE_DECAY, TrainConfig, describe_recipe
+from alexnet_tutorial.config import AUTO_FIELDS, AVERAGE_DECAY, ORIGINAL_RECIPE, TrainConfig, describe_recipe
 from alexnet_tutorial.errors import CheckpointError, ConfigError
+from alexnet_tutorial.model import AlexNet
 from alexnet_tutorial.run import train
 from alexnet_tutorial.training import WeightAverage, evaluate
 
@@ -51,7 +52,6 @@ def test_the_average_round_trips_through_its_state():
 
 
 def test_a_checkpoint_keeps_a_copy_of_the_average_that_later_updates_do_not_change():
-    from alexnet_tutorial.model import AlexNet
     model = AlexNet()
     average = WeightAverage(model, decay=0.9)
     average.update()
@@ -187,7 +187,6 @@ def test_an_average_is_part_of_the_recipe_a_resumed_run_keeps(averaged_run, caps
 
 @pytest.mark.parametrize("images, epochs", [(2_560, 1), (60_000, 1), (60_000, 5)])
 def test_the_original_recipe_fixes_every_automatic_setting_and_keeps_no_average(images, epochs):
-    from alexnet_tutorial.config import AUTO_FIELDS, ORIGINAL_RECIPE
     assert set(AUTO_FIELDS) <= set(ORIGINAL_RECIPE)  # no length of run changes the original's recipe
     cfg = TrainConfig(epochs=epochs, **ORIGINAL_RECIPE).resolved(train_size=images)
     assert cfg.average == 0.0
